@@ -1,0 +1,247 @@
+//! Request and response bodies of the client API (`/command`) and the device API (`/ms`).
+//! Bodies refuse unknown fields, so a misspelt field is an error rather than silently ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::command::{CommandId, CommandStatus, DeviceId, UserId};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// `POST /command/{type}`: whom the command is for, what it carries and how long it lives.
+/// Exactly one of `device_id` and `user_id`; a `provision` command takes `user_id`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateCommand {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// Any JSON object the device needs (text to show, a document digest to sign…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub payload: Option<Value>,
+    /// Seconds until the command leaves the mailbox. Must be less than `lifespan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    /// Seconds until the command leaves history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifespan: Option<u32>,
+}
+
+/// A command as its client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CommandView {
+    pub id: CommandId,
+    #[serde(rename = "type")]
+    pub command_type: String,
+    pub status: CommandStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    /// What the device answered, once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub result: Option<Value>,
+    /// The device that answered (or enrolled, for `provision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<DeviceId>,
+    pub timeout: u32,
+    pub lifespan: u32,
+    pub created_at: String,
+    /// When it leaves the mailbox.
+    pub timeout_at: String,
+    /// When it leaves history.
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// For `provision`: how the device enrols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<Enrolment>,
+}
+
+/// How a device enrols for a `provision` command: open the deep link or scan the QR code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Enrolment {
+    /// The single-use enrolment token.
+    pub token: String,
+    /// `hermod://enrol?ms=…&token=…`, what the QR code holds.
+    pub link: String,
+    /// Where to fetch the QR code (SVG) with the client's credentials.
+    pub qr_url: String,
+}
+
+/// A command as a device sees it in its mailbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MailboxCommand {
+    pub id: CommandId,
+    #[serde(rename = "type")]
+    pub command_type: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    pub created_at: String,
+    /// The device must answer before this time.
+    pub timeout_at: String,
+}
+
+/// What happened in a mailbox: a new command, or one the device may have shown was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxEventKind {
+    Command,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MailboxItem {
+    /// Position in the mailbox; pass the page's `cursor` to get only what came after.
+    pub seq: i64,
+    pub kind: MailboxEventKind,
+    pub command: MailboxCommand,
+}
+
+/// `GET /ms/mailbox?cursor=N&wait=S`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct MailboxPage {
+    pub items: Vec<MailboxItem>,
+    /// The cursor to send next time.
+    pub cursor: i64,
+    /// The server's clock, unix milliseconds, so a device can correct its own.
+    pub server_time: i64,
+}
+
+/// The device's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approved,
+    Declined,
+}
+
+/// `POST /ms/commands/{id}/response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeviceResponse {
+    pub result: Decision,
+    /// What the device returns to the client: a signature, a certificate, a public key…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<Value>,
+}
+
+/// The answer to a device's response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ResponseAccepted {
+    pub id: CommandId,
+    pub status: CommandStatus,
+    pub server_time: i64,
+}
+
+/// `POST /ms/enrol`: the token from the link, and how the device names itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Public data the client asked the device to send back (for example a public key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<Value>,
+}
+
+/// The device's identity and signing secret, shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrolResponse {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    /// Base64 of the 256-bit HMAC key the device signs its requests with.
+    pub device_secret: String,
+    pub server_time: i64,
+}
+
+/// `POST /ms/lifesign` answer, and what clients read about a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeviceView {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub enrolled_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+}
+
+/// The body of a callback. `type` is `command.approved`, `command.declined` or
+/// `command.expired`; `data` is the command as `GET /command/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CallbackEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    pub data: CommandView,
+}
+
+/// RFC 3339 UTC with milliseconds, from unix milliseconds (proleptic Gregorian calendar).
+pub fn rfc3339(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_pinned() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_348_800_000), "2026-11-22T12:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn create_command_refuses_unknown_fields() {
+        assert!(
+            serde_json::from_str::<CreateCommand>(r#"{"user_id":"alice","timeout":5}"#).is_ok()
+        );
+        assert!(serde_json::from_str::<CreateCommand>(r#"{"userId":"alice"}"#).is_err());
+        assert!(serde_json::from_str::<CreateCommand>(r#"{"device_id":"dev_nope"}"#).is_err());
+    }
+}
