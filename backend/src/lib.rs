@@ -1,1 +1,21 @@
-pub fn x() {}
+//! Hermod's backend: mailboxes, the command state machine, expiry, the callback outbox, and the
+//! `hermod` CLI (serve, migrate, gen-client, the device simulator).
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod callbacks;
+pub mod cli;
+pub mod clients;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod device_sim;
+pub mod devices;
+pub mod error;
+pub mod gen_client;
+pub mod http;
+pub mod mailbox;
+pub mod wake;
+
+pub use app::Application;
+pub use config::Settings;

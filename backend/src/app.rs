@@ -1,0 +1,173 @@
+//! The application: settings in, a bound listener and its background tasks out. `main` only
+//! starts it; tests start it on port 0 with a database of their own.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use hermod_shared::signing::HEADER_SERVER_TIME;
+use hermod_shared::ErrorCode;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower_http::trace::TraceLayer;
+
+use crate::callbacks::{self, Outbox};
+use crate::clients;
+use crate::commands;
+use crate::config::Settings;
+use crate::db::{now_ms, Db};
+use crate::error::ApiError;
+use crate::http::{client_api, device_api, openapi, pages};
+use crate::wake::Wakeups;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub server_key: Arc<Vec<u8>>,
+    pub public_url: Arc<String>,
+    pub wakeups: Arc<Wakeups>,
+    /// Wakes the callback worker when an event is written.
+    pub outbox: Arc<Notify>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    outbox: Outbox,
+}
+
+impl Application {
+    /// Connects and migrates the database, synchronises the config's clients, binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !settings.server.ssl.enabled,
+            "server.ssl.enabled is not supported by this build yet: terminate TLS at a proxy in front of Hermod"
+        );
+        let db = Db::connect(&settings.database.url).await?;
+        db.migrate().await?;
+        clients::sync_config_clients(&db, &settings.allowed_clients).await?;
+        let server_key = db
+            .server_key(std::env::var("HERMOD_SERVER_KEY").ok().as_deref())
+            .await?;
+        let http = callbacks::http_client(&settings.callbacks, &settings.cacerts)?;
+        let listener = TcpListener::bind(SocketAddr::new(
+            settings.server.address,
+            settings.server.port,
+        ))
+        .await?;
+        let port = listener.local_addr()?.port();
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{port}/ms", settings.server.address))
+            .trim_end_matches('/')
+            .to_owned();
+        let state = AppState {
+            db: db.clone(),
+            settings: Arc::new(settings.clone()),
+            server_key: Arc::new(server_key),
+            public_url: Arc::new(public_url),
+            wakeups: Arc::new(Wakeups::default()),
+            outbox: Arc::new(Notify::new()),
+        };
+        let outbox = Outbox {
+            db,
+            http,
+            settings: Arc::new(settings.callbacks.clone()),
+            wake: Arc::clone(&state.outbox),
+        };
+        Ok(Self {
+            listener,
+            state,
+            outbox,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; the sweeper and the callback worker run alongside.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(port = self.port(), public_url = %self.state.public_url, "Hermod listening");
+        let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
+        let outbox = tokio::spawn(self.outbox.run());
+        let result = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        outbox.abort();
+        Ok(result?)
+    }
+}
+
+async fn sweep_forever(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.settings.commands.sweep_interval_ms.max(10),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = commands::sweep(&state).await {
+            tracing::error!(error = %e, "sweep failed");
+        }
+    }
+}
+
+fn api() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/command/{name}",
+            post(client_api::create)
+                .get(client_api::read)
+                .delete(client_api::cancel),
+        )
+        .route("/command/{name}/qr", get(client_api::qr))
+        .route("/command/devices/{device_id}", get(client_api::device))
+        .route(
+            "/command/users/{user_id}/devices",
+            get(client_api::user_devices),
+        )
+        .route("/ms/enrol", post(device_api::enrol))
+        .route("/ms/mailbox", get(device_api::mailbox))
+        .route("/ms/commands/{id}/response", post(device_api::respond))
+        .route("/ms/lifesign", post(device_api::lifesign))
+        .route("/ms/time", get(device_api::time))
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut root = api()
+        .nest("/hermod/rest", api())
+        .route("/openapi.json", get(openapi::serve))
+        .route("/health", get(|| async { "ok" }));
+    if state.settings.generate_client_page {
+        root = root.route("/generate-client", get(pages::generate_client));
+    }
+    root.fallback(|| async { ApiError::from(ErrorCode::NotFound) })
+        .method_not_allowed_fallback(|| async { ApiError::from(ErrorCode::MethodNotAllowed) })
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(axum::middleware::map_response(stamp_server_time))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn stamp_server_time(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(HEADER_SERVER_TIME, HeaderValue::from(now_ms()));
+    response
+}

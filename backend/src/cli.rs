@@ -1,0 +1,222 @@
+//! The `hermod` command line.
+
+use clap::{Args, Parser, Subcommand};
+use hermod_shared::wire::{Decision, MailboxEventKind};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::Settings;
+use crate::device_sim::DeviceClient;
+use crate::gen_client::{self, NewClient};
+use crate::Application;
+
+#[derive(Parser)]
+#[command(
+    name = "hermod",
+    version,
+    about = "Hermod: a command broker between identity servers and authenticator apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite unless DATABASE_URL says otherwise).
+    Serve(ConfigArg),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(ConfigArg),
+    /// Print an allowed-clients entry with a fresh 256-bit key.
+    GenClient {
+        #[arg(long, default_value = "client")]
+        client_id: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
+    /// A simulated authenticator app.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// hermod-conf.yml (the vendor format); environment variables HERMOD_* override it.
+    #[arg(long, short, env = "HERMOD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Enrol from a provisioning link (hermod://enrol?...) or a bare token with --ms.
+    Enrol {
+        #[arg(long)]
+        link: String,
+        /// The mailbox URL, overriding the link's (e.g. https://host/ms).
+        #[arg(long)]
+        ms: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "device.json")]
+        state: PathBuf,
+    },
+    /// Long-poll the mailbox and answer every command.
+    Run {
+        #[arg(long, default_value = "device.json")]
+        state: PathBuf,
+        /// Decline instead of approving.
+        #[arg(long)]
+        decline: bool,
+        /// Exit after answering one command.
+        #[arg(long)]
+        once: bool,
+        /// Seconds each long-poll waits.
+        #[arg(long, default_value_t = 30)]
+        wait: u32,
+    },
+    /// Tell the server the device is alive.
+    Lifesign {
+        #[arg(long, default_value = "device.json")]
+        state: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERMOD_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const BANNER: &str = r"
+██╗  ██╗███████╗██████╗ ███╗   ███╗ ██████╗ ██████╗
+██║  ██║██╔════╝██╔══██╗████╗ ████║██╔═══██╗██╔══██╗
+███████║█████╗  ██████╔╝██╔████╔██║██║   ██║██║  ██║
+██╔══██║██╔══╝  ██╔══██╗██║╚██╔╝██║██║   ██║██║  ██║
+██║  ██║███████╗██║  ██║██║ ╚═╝ ██║╚██████╔╝██████╔╝
+╚═╝  ╚═╝╚══════╝╚═╝  ╚═╝╚═╝     ╚═╝ ╚═════╝ ╚═════╝";
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(c) => {
+            let app = Application::build(Settings::load(c.config.as_deref())?).await?;
+            eprintln!("{BANNER}\n");
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate(c) => {
+            let settings = Settings::load(c.config.as_deref())?;
+            let db = crate::db::Db::connect(&settings.database.url).await?;
+            db.migrate().await?;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::GenClient { client_id, group } => {
+            let client = NewClient::generate(&client_id, &group)
+                .map_err(|e| anyhow::anyhow!("{}", e.detail.unwrap_or_default()))?;
+            print!("{}", gen_client::render(&client));
+            Ok(())
+        }
+        Command::Device(d) => device(d).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCommand::Enrol {
+            link,
+            ms,
+            name,
+            state,
+        } => {
+            let device = DeviceClient::enrol(&link, ms.as_deref(), name.as_deref()).await?;
+            device.save(&state)?;
+            println!(
+                "enrolled {} for user {} (state in {})",
+                device.state.device_id,
+                device.state.user_id.as_str(),
+                state.display()
+            );
+            Ok(())
+        }
+        DeviceCommand::Lifesign { state } => {
+            let device = DeviceClient::load(&state)?;
+            println!("{}", device.lifesign().await?);
+            Ok(())
+        }
+        DeviceCommand::Run {
+            state,
+            decline,
+            once,
+            wait,
+        } => run_device(&state, decline, once, wait).await,
+    }
+}
+
+async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow::Result<()> {
+    let mut device = DeviceClient::load(path)?;
+    let decision = if decline {
+        Decision::Declined
+    } else {
+        Decision::Approved
+    };
+    println!(
+        "device {} polling {}",
+        device.state.device_id, device.state.ms_url
+    );
+    loop {
+        let page = device.poll(wait).await?;
+        device.save(path)?;
+        for item in page.items {
+            let c = &item.command;
+            match item.kind {
+                MailboxEventKind::Cancelled => println!("cancelled {} ({})", c.id, c.command_type),
+                MailboxEventKind::Command => {
+                    println!(
+                        "received {} ({}) payload {}",
+                        c.id, c.command_type, c.payload
+                    );
+                    let data = serde_json::json!({ "simulated": true, "type": c.command_type });
+                    let answer = device.respond(&c.id, decision, Some(data)).await?;
+                    println!(
+                        "answered {} {:?}: HTTP {}",
+                        c.id,
+                        decision,
+                        answer.status().as_u16()
+                    );
+                    if once {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The command state machine. Every change of state that a client must hear about writes its
+//! callback event in the same transaction; wake-ups go out after the commit.
+//!
+//! ```text
+//! pending ──fetched──▶ delivered ──device answers──▶ approved | declined
+//!    │                     │
+//!    ├──────client─────────┴──▶ cancelled
+//!    └──────timeout────────────▶ expired          (all leave history at lifespan end)
+//! ```
+
+use hermod_shared::enrolment;
+use hermod_shared::wire::{
+    rfc3339, CommandView, CreateCommand, Decision, DeviceResponse, EnrolRequest, EnrolResponse,
+    Enrolment, MailboxCommand,
+};
+use hermod_shared::{
+    CommandId, CommandStatus, CommandType, DeviceId, ErrorCode, Lifetimes, UserId,
+};
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::callbacks;
+use crate::clients::Client;
+use crate::db::now_ms;
+use crate::devices::DeviceRow;
+use crate::error::{ApiError, ApiResult};
+use crate::wake;
+
+pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
+    response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash";
+
+const OPEN: &str = "('pending', 'delivered')";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CommandRow {
+    pub id: String,
+    pub group_id: String,
+    pub client_pk: String,
+    #[sqlx(rename = "type")]
+    pub command_type: String,
+    pub device_id: Option<String>,
+    pub user_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub answered_by: Option<String>,
+    pub response_hash: Option<String>,
+    pub timeout_secs: i64,
+    pub lifespan_secs: i64,
+    pub created_at: i64,
+    pub timeout_at: i64,
+    pub expires_at: i64,
+    pub completed_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+}
+
+impl CommandRow {
+    pub fn stored_status(&self) -> CommandStatus {
+        CommandStatus::parse(&self.status).unwrap_or(CommandStatus::Expired)
+    }
+
+    /// The status as of `now`: an open command past its timeout is expired even before the
+    /// sweeper has written so.
+    pub fn status_at(&self, now: i64) -> CommandStatus {
+        let s = self.stored_status();
+        if !s.is_final() && now >= self.timeout_at {
+            CommandStatus::Expired
+        } else {
+            s
+        }
+    }
+
+    fn is_provision(&self) -> bool {
+        self.command_type == CommandType::Provision.as_str()
+    }
+
+    pub fn view(&self, state: &AppState, now: i64, with_enrolment: bool) -> CommandView {
+        let status = self.status_at(now);
+        let enrolment = (with_enrolment && self.is_provision() && !status.is_final()).then(|| {
+            let id = CommandId::parse(&self.id).expect("stored ids are valid");
+            let token = enrolment::issue_token(&state.server_key, &id);
+            Enrolment {
+                link: enrolment::deep_link(&state.public_url, &token),
+                qr_url: format!("/command/{}/qr", self.id),
+                token,
+            }
+        });
+        CommandView {
+            id: CommandId::parse(&self.id).expect("stored ids are valid"),
+            command_type: self.command_type.clone(),
+            status,
+            device_id: self.device_id.as_deref().and_then(DeviceId::parse),
+            user_id: self.user_id.as_deref().and_then(UserId::parse),
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            result: self
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok()),
+            answered_by: self.answered_by.as_deref().and_then(DeviceId::parse),
+            timeout: self.timeout_secs as u32,
+            lifespan: self.lifespan_secs as u32,
+            created_at: rfc3339(self.created_at),
+            timeout_at: rfc3339(self.timeout_at),
+            expires_at: rfc3339(self.expires_at),
+            completed_at: self.completed_at.map(rfc3339),
+            enrolment,
+        }
+    }
+
+    pub fn mailbox_command(&self) -> MailboxCommand {
+        MailboxCommand {
+            id: CommandId::parse(&self.id).expect("stored ids are valid"),
+            command_type: self.command_type.clone(),
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            created_at: rfc3339(self.created_at),
+            timeout_at: rfc3339(self.timeout_at),
+        }
+    }
+}
+
+async fn fetch(conn: &mut AnyConnection, id: &str) -> sqlx::Result<Option<CommandRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM commands WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A client's own command.
+pub async fn get(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
+    let row: Option<CommandRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE id = $1 AND client_pk = $2"
+    ))
+    .bind(id)
+    .bind(&client.pk)
+    .fetch_optional(&state.db.read)
+    .await?;
+    row.ok_or_else(|| ErrorCode::CommandNotFound.into())
+}
+
+/// Creates a command, or returns the one made earlier with the same `Idempotency-Key`
+/// (`true` when replayed).
+pub async fn create(
+    state: &AppState,
+    client: &Client,
+    command_type: CommandType,
+    req: CreateCommand,
+    idempotency_key: Option<&str>,
+    request_hash: &str,
+) -> ApiResult<(CommandRow, bool)> {
+    if let Some(key) = idempotency_key {
+        if let Some(row) = by_idempotency_key(state, client, key, request_hash).await? {
+            return Ok((row, true));
+        }
+    }
+    let defaults = &state.settings.commands;
+    let timeout = req.timeout.unwrap_or(defaults.default_timeout);
+    let lifespan = req.lifespan.unwrap_or(defaults.default_lifespan);
+    let lifetimes = Lifetimes::new(timeout, lifespan).map_err(|code| {
+        ApiError::new(
+            code,
+            format!(
+                "timeout {timeout} s, lifespan {lifespan} s (at most {} s)",
+                Lifetimes::MAX_LIFESPAN
+            ),
+        )
+    })?;
+    let payload = match req.payload {
+        None => json!({}),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "payload must be a JSON object",
+            ))
+        }
+    };
+    let is_provision = command_type == CommandType::Provision;
+    match (&req.device_id, &req.user_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give device_id or user_id, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give device_id or user_id",
+            ))
+        }
+        (Some(_), None) if is_provision => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a provision command takes user_id: it enrols a new device",
+            ))
+        }
+        _ => {}
+    }
+
+    let now = now_ms();
+    let id = CommandId::from_random(rand::random());
+    let mut tx = state.db.write.begin().await?;
+    let user_id: String = match (&req.device_id, &req.user_id) {
+        (Some(device), _) => {
+            let user: Option<String> = sqlx::query_scalar(
+                "SELECT user_id FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(device.as_str())
+            .bind(&client.group_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            user.ok_or(ErrorCode::DeviceNotFound)?
+        }
+        (None, Some(user)) => {
+            if !is_provision {
+                let devices: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(&client.group_id)
+                .bind(user.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if devices == 0 {
+                    return Err(ErrorCode::UserHasNoDevice.into());
+                }
+            }
+            user.as_str().to_owned()
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs, lifespan_secs,
+             created_at, timeout_at, expires_at, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (client_pk, idempotency_key) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(&client.group_id)
+    .bind(&client.pk)
+    .bind(command_type.as_str())
+    .bind(req.device_id.as_ref().map(|d| d.as_str().to_owned()))
+    .bind(&user_id)
+    .bind(payload.to_string())
+    .bind(i64::from(lifetimes.timeout))
+    .bind(i64::from(lifetimes.lifespan))
+    .bind(now)
+    .bind(now + i64::from(lifetimes.timeout) * 1000)
+    .bind(now + i64::from(lifetimes.lifespan) * 1000)
+    .bind(idempotency_key)
+    .bind(request_hash)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // Another request with the same Idempotency-Key won the race.
+        drop(tx);
+        let key = idempotency_key.expect("only an idempotency key can conflict");
+        let row = by_idempotency_key(state, client, key, request_hash).await?;
+        return row
+            .map(|r| (r, true))
+            .ok_or_else(|| ErrorCode::Internal.into());
+    }
+    if !is_provision {
+        let (mail_device, mail_user) = match &req.device_id {
+            Some(d) => (Some(d.as_str().to_owned()), None),
+            None => (None, Some(user_id.clone())),
+        };
+        sqlx::query(
+            "INSERT INTO mailbox_events (group_id, device_id, user_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4, 'command', $5)",
+        )
+        .bind(&client.group_id)
+        .bind(mail_device)
+        .bind(mail_user)
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let row = fetch(&mut tx, id.as_str())
+        .await?
+        .ok_or(ErrorCode::Internal)?;
+    tx.commit().await?;
+    wake_mailbox(state, &row);
+    Ok((row, false))
+}
+
+async fn by_idempotency_key(
+    state: &AppState,
+    client: &Client,
+    key: &str,
+    request_hash: &str,
+) -> ApiResult<Option<CommandRow>> {
+    let row: Option<CommandRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE client_pk = $1 AND idempotency_key = $2"
+    ))
+    .bind(&client.pk)
+    .bind(key)
+    .fetch_optional(&state.db.write)
+    .await?;
+    match row {
+        Some(r) if r.request_hash.as_deref() != Some(request_hash) => Err(ApiError::new(
+            ErrorCode::IdempotencyConflict,
+            "this Idempotency-Key was used for a different request",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn wake_mailbox(state: &AppState, row: &CommandRow) {
+    match (&row.device_id, &row.user_id) {
+        (Some(d), _) => state.wakeups.wake(&wake::device_key(d)),
+        (None, Some(u)) => state.wakeups.wake(&wake::user_key(&row.group_id, u)),
+        (None, None) => {}
+    }
+}
+
+/// Long-polls a command: returns when its status differs from what it was when asked, when it
+/// is final, or after `wait`.
+pub async fn wait_for_change(
+    state: &AppState,
+    client: &Client,
+    id: &str,
+    wait: Duration,
+) -> ApiResult<CommandRow> {
+    let mut sub = state.wakeups.subscribe(wake::command_key(id));
+    let row = get(state, client, id).await?;
+    let first = row.status_at(now_ms());
+    if wait.is_zero() || first.is_final() {
+        return Ok(row);
+    }
+    let until_timeout = Duration::from_millis((row.timeout_at - now_ms()).max(0) as u64);
+    let deadline = tokio::time::Instant::now() + wait.min(until_timeout);
+    loop {
+        tokio::select! {
+            _ = sub.changed() => {
+                let row = get(state, client, id).await?;
+                if row.status_at(now_ms()) != first {
+                    return Ok(row);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return get(state, client, id).await,
+        }
+    }
+}
+
+/// Cancels an open command; the addressed devices see a `cancelled` mailbox event.
+pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
+    let now = now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let updated = sqlx::query(&format!(
+        "UPDATE commands SET status = 'cancelled', completed_at = $1
+         WHERE id = $2 AND client_pk = $3 AND status IN {OPEN} AND timeout_at > $1"
+    ))
+    .bind(now)
+    .bind(id)
+    .bind(&client.pk)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 1 {
+        sqlx::query(
+            "INSERT INTO mailbox_events (group_id, device_id, user_id, command_id, kind, created_at)
+             SELECT group_id, device_id, user_id, command_id, 'cancelled', $1 FROM mailbox_events WHERE command_id = $2 AND kind = 'command'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = fetch(&mut tx, id).await?.ok_or(ErrorCode::Internal)?;
+        tx.commit().await?;
+        wake_mailbox(state, &row);
+        state.wakeups.wake(&wake::command_key(id));
+        return Ok(row);
+    }
+    drop(tx);
+    let row = get(state, client, id).await?;
+    match row.status_at(now) {
+        CommandStatus::Cancelled => Ok(row),
+        CommandStatus::Expired => Err(ErrorCode::CommandExpired.into()),
+        _ => Err(ErrorCode::AlreadyAnswered.into()),
+    }
+}
+
+/// A device's answer. The same answer sent again gets the same reply; a different one is
+/// refused.
+pub async fn respond(
+    state: &AppState,
+    device: &DeviceRow,
+    id: &str,
+    response: DeviceResponse,
+    body_hash: &str,
+) -> ApiResult<CommandRow> {
+    let now = now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let row = fetch(&mut tx, id)
+        .await?
+        .filter(|r| r.group_id == device.group_id)
+        .ok_or(ErrorCode::CommandNotFound)?;
+    let addressed = !row.is_provision()
+        && match &row.device_id {
+            Some(d) => *d == device.id,
+            None => row.user_id.as_deref() == Some(device.user_id.as_str()),
+        };
+    if !addressed {
+        return Err(ErrorCode::NotAddressedToDevice.into());
+    }
+    match row.status_at(now) {
+        CommandStatus::Approved | CommandStatus::Declined => {
+            let same = row.answered_by.as_deref() == Some(device.id.as_str())
+                && row.response_hash.as_deref() == Some(body_hash);
+            return if same {
+                Ok(row)
+            } else {
+                Err(ErrorCode::AlreadyAnswered.into())
+            };
+        }
+        CommandStatus::Cancelled => return Err(ErrorCode::CommandCancelled.into()),
+        CommandStatus::Expired => return Err(ErrorCode::CommandExpired.into()),
+        CommandStatus::Pending | CommandStatus::Delivered => {}
+    }
+    let status = match response.result {
+        Decision::Approved => CommandStatus::Approved,
+        Decision::Declined => CommandStatus::Declined,
+    };
+    sqlx::query(&format!(
+        "UPDATE commands SET status = $1, result = $2, answered_by = $3, response_hash = $4, completed_at = $5
+         WHERE id = $6 AND status IN {OPEN}"
+    ))
+    .bind(status.as_str())
+    .bind(response.data.unwrap_or_else(|| json!({})).to_string())
+    .bind(&device.id)
+    .bind(body_hash)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let row = fetch(&mut tx, id).await?.ok_or(ErrorCode::Internal)?;
+    let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
+    tx.commit().await?;
+    after_final(state, &row, queued);
+    Ok(row)
+}
+
+fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {
+    state.wakeups.wake(&wake::command_key(&row.id));
+    if callback_queued {
+        state.outbox.notify_one();
+    }
+}
+
+/// Enrols a device with the single-use token of a `provision` command, which it completes.
+pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolResponse> {
+    let command_id = enrolment::verify_token(&state.server_key, &req.token)
+        .ok_or(ErrorCode::InvalidEnrolmentToken)?;
+    if req
+        .name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 100 || n.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "name must be at most 100 printable characters",
+        ));
+    }
+    let now = now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let row = fetch(&mut tx, command_id.as_str())
+        .await?
+        .filter(|r| r.is_provision() && !r.status_at(now).is_final())
+        .ok_or(ErrorCode::InvalidEnrolmentToken)?;
+    let user_id = row
+        .user_id
+        .clone()
+        .and_then(|u| UserId::parse(&u))
+        .ok_or(ErrorCode::Internal)?;
+    let device_id = DeviceId::from_random(rand::random());
+    sqlx::query("INSERT INTO devices (id, group_id, user_id, name, enrolled_by, enrolled_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+        .bind(device_id.as_str())
+        .bind(&row.group_id)
+        .bind(user_id.as_str())
+        .bind(&req.name)
+        .bind(&row.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let result = json!({ "device_id": device_id, "name": req.name, "data": req.data.unwrap_or_else(|| json!({})) });
+    sqlx::query(&format!(
+        "UPDATE commands SET status = 'approved', result = $1, answered_by = $2, completed_at = $3 WHERE id = $4 AND status IN {OPEN}"
+    ))
+    .bind(result.to_string())
+    .bind(device_id.as_str())
+    .bind(now)
+    .bind(&row.id)
+    .execute(&mut *tx)
+    .await?;
+    let row = fetch(&mut tx, &row.id).await?.ok_or(ErrorCode::Internal)?;
+    let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
+    tx.commit().await?;
+    after_final(state, &row, queued);
+    tracing::info!(device_id = %device_id, command_id = %row.id, "device enrolled");
+    Ok(EnrolResponse {
+        device_secret: hermod_shared::signing::DeviceSecret::derive(&state.server_key, &device_id)
+            .to_base64(),
+        device_id,
+        user_id,
+        server_time: now,
+    })
+}
+
+/// Expires open commands past their timeout (each with its callback), and forgets commands
+/// past their lifespan and nonces past the signature window. Safe to run concurrently.
+pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
+    let now = now_ms();
+    let due: Vec<CommandRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE status IN {OPEN} AND timeout_at <= $1 ORDER BY timeout_at LIMIT 500"
+    ))
+    .bind(now)
+    .fetch_all(&state.db.write)
+    .await?;
+    if !due.is_empty() {
+        let mut expired = Vec::new();
+        let mut queued = false;
+        let mut tx = state.db.write.begin().await?;
+        for row in due {
+            let done = sqlx::query(&format!("UPDATE commands SET status = 'expired', completed_at = $1 WHERE id = $2 AND status IN {OPEN}"))
+                .bind(now)
+                .bind(&row.id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                let row = fetch(&mut tx, &row.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("command vanished"))?;
+                queued |= callbacks::enqueue(&mut tx, state, &row, now).await?;
+                expired.push(row.id);
+            }
+        }
+        tx.commit().await?;
+        for id in &expired {
+            state.wakeups.wake(&wake::command_key(id));
+        }
+        if queued {
+            state.outbox.notify_one();
+        }
+        tracing::debug!(count = expired.len(), "commands expired");
+    }
+    sqlx::query("DELETE FROM commands WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&state.db.write)
+        .await?;
+    sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&state.db.write)
+        .await?;
+    Ok(())
+}
+
+/// Marks commands that a device fetched as delivered.
+pub async fn mark_delivered(state: &AppState, ids: &[String]) -> ApiResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tx = state.db.write.begin().await?;
+    let mut changed = Vec::new();
+    for id in ids {
+        let r = sqlx::query(
+            "UPDATE commands SET status = 'delivered' WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            changed.push(id);
+        }
+    }
+    tx.commit().await?;
+    for id in changed {
+        state.wakeups.wake(&wake::command_key(id));
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Settings: a `hermod-conf.yml` in the format of the vendor's articles (kebab-case keys, and
+//! the older camelCase spellings), then environment variables (`HERMOD_PUBLIC_URL`,
+//! `HERMOD_SERVER__PORT`, `HERMOD_DATABASE__URL` or plain `DATABASE_URL`, …).
+
+use figment::providers::{Env, Format, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    /// The URL devices reach Hermod's mailbox at, e.g. `https://msg.example.com/ms`.
+    #[serde(alias = "publicUrl")]
+    pub public_url: Option<String>,
+    #[serde(alias = "allowedClients")]
+    pub allowed_clients: Vec<AllowedClient>,
+    pub database: DatabaseSettings,
+    pub commands: CommandSettings,
+    pub devices: DeviceSettings,
+    pub callbacks: CallbackSettings,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Serve the `/generate-client` page.
+    pub generate_client_page: bool,
+    /// Extra CA certificates (PEM `.cer`) trusted for callbacks. Relative to the config file.
+    pub cacerts: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            public_url: None,
+            allowed_clients: Vec::new(),
+            database: DatabaseSettings::default(),
+            commands: CommandSettings::default(),
+            devices: DeviceSettings::default(),
+            callbacks: CallbackSettings::default(),
+            max_body_bytes: 64 * 1024,
+            generate_client_page: true,
+            cacerts: PathBuf::from("cacerts"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ServerSettings {
+    pub address: IpAddr,
+    pub port: u16,
+    pub ssl: SslSettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            ssl: SslSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct SslSettings {
+    pub enabled: bool,
+    #[serde(alias = "keyStore")]
+    pub key_store: Option<PathBuf>,
+    #[serde(alias = "keyStorePassword")]
+    pub key_store_password: Option<String>,
+    #[serde(alias = "keyStoreType")]
+    pub key_store_type: Option<String>,
+}
+
+impl fmt::Debug for SslSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SslSettings")
+            .field("enabled", &self.enabled)
+            .field("key_store", &self.key_store)
+            .field(
+                "key_store_password",
+                &self.key_store_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// One `allowed-clients` entry, as the seeds write it.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AllowedClient {
+    #[serde(alias = "clientId")]
+    pub client_id: String,
+    pub key: String,
+    pub group: String,
+    #[serde(default, alias = "callbackUrl")]
+    pub callback_url: Option<String>,
+    /// `username:password` sent as HTTP Basic auth with every callback.
+    #[serde(default, alias = "callbackBasicAuth")]
+    pub callback_basic_auth: Option<String>,
+    /// `whsec_…` secrets that sign callbacks (Standard Webhooks); list two during a rotation.
+    #[serde(default, alias = "callbackSigningSecrets")]
+    pub callback_signing_secrets: Vec<String>,
+}
+
+impl fmt::Debug for AllowedClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllowedClient")
+            .field("client_id", &self.client_id)
+            .field("group", &self.group)
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/hermod.db` (created on first start). Relative paths are relative to
+    /// the working directory.
+    pub url: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://hermod.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct CommandSettings {
+    /// Seconds a command stays in the mailbox when the request names no `timeout`.
+    pub default_timeout: u32,
+    /// Seconds a command stays in history when the request names no `lifespan`.
+    pub default_lifespan: u32,
+    /// Longest `wait` (seconds) of a long-poll, for clients and devices.
+    pub max_wait: u32,
+    /// How often (milliseconds) timed-out and ended commands are swept.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self {
+            default_timeout: 120,
+            default_lifespan: 86_400,
+            max_wait: 60,
+            sweep_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct DeviceSettings {
+    /// How far (seconds) a signed request's timestamp may be from the server's clock.
+    pub signature_window: i64,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            signature_window: hermod_shared::signing::DEFAULT_WINDOW_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct CallbackSettings {
+    /// Seconds to wait before each retry after a failed attempt; one attempt more than entries.
+    pub retry_schedule: Vec<f64>,
+    /// Each retry's delay is moved by up to this fraction either way.
+    pub jitter: f64,
+    /// Seconds one attempt may take.
+    pub request_timeout: f64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        Self {
+            // 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h: about 23 h in all.
+            retry_schedule: vec![
+                5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0,
+            ],
+            jitter: 0.2,
+            request_timeout: 15.0,
+            concurrency: 32,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} not found", file.display());
+            figment = figment.merge(Yaml::file(file));
+        }
+        let settings: Settings = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::prefixed("HERMOD_")
+                    .ignore(&["SERVER_KEY", "LOG"])
+                    .map(|k| k.as_str().replace("__", ".").replace('_', "-").into())
+                    .split("."),
+            )
+            .extract()?;
+        let mut settings = settings;
+        if let Some(dir) = file.and_then(Path::parent) {
+            if settings.cacerts.is_relative() {
+                settings.cacerts = dir.join(&settings.cacerts);
+            }
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        hermod_shared::Lifetimes::new(
+            self.commands.default_timeout,
+            self.commands.default_lifespan,
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "commands.default-timeout must be positive and less than commands.default-lifespan"
+            )
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.allowed_clients {
+            anyhow::ensure!(
+                !c.client_id.is_empty() && !c.client_id.contains(':'),
+                "allowed-clients: client-id must be non-empty without ':'"
+            );
+            anyhow::ensure!(
+                seen.insert(&c.client_id),
+                "allowed-clients: client-id {} appears twice",
+                c.client_id
+            );
+            anyhow::ensure!(
+                c.key.len() >= 32,
+                "allowed-clients: the key of {} is shorter than 32 characters",
+                c.client_id
+            );
+            anyhow::ensure!(
+                !c.group.is_empty(),
+                "allowed-clients: {} has no group",
+                c.client_id
+            );
+            if let Some(url) = &c.callback_url {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    anyhow::anyhow!("allowed-clients: callback-url of {}: {e}", c.client_id)
+                })?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme(), "http" | "https"),
+                    "allowed-clients: callback-url of {} must be http or https",
+                    c.client_id
+                );
+            }
+            if let Some(auth) = &c.callback_basic_auth {
+                anyhow::ensure!(
+                    auth.contains(':'),
+                    "allowed-clients: callback-basic-auth of {} must be username:password",
+                    c.client_id
+                );
+            }
+            for s in &c.callback_signing_secrets {
+                anyhow::ensure!(
+                    hermod_shared::webhook::WebhookSecret::parse(s).is_some(),
+                    "allowed-clients: a callback-signing-secret of {} is not a whsec_ secret",
+                    c.client_id
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.callbacks.concurrency > 0,
+            "callbacks.concurrency must be positive"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.callbacks.jitter),
+            "callbacks.jitter must be in [0, 1)"
+        );
+        if self.server.ssl.enabled {
+            anyhow::ensure!(
+                self.server.ssl.key_store.is_some(),
+                "server.ssl.enabled needs server.ssl.key-store"
+            );
+        }
+        Ok(())
+    }
+}

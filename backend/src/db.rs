@@ -1,0 +1,127 @@
+//! The database: SQLite embedded (default) through sqlx's `Any` driver, so the same queries
+//! (written with `$N` parameters) can later run on PostgreSQL. Times are unix milliseconds.
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+}
+
+/// A pool for reads and, on SQLite, a one-connection pool for writes: SQLite allows one writer
+/// at a time, and queueing writers in-process beats retrying on `SQLITE_BUSY`.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub read: AnyPool,
+    pub write: AnyPool,
+    pub dialect: Dialect,
+}
+
+/// Set on every connection. WAL itself is persistent in the file.
+const PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Self::connect_sqlite(url).await,
+            other => anyhow::bail!(
+                "unsupported database scheme {other:?} (this build runs on sqlite://)"
+            ),
+        }
+    }
+
+    async fn connect_sqlite(url: &str) -> anyhow::Result<Self> {
+        // Validate and create the file with the native options, then talk through `Any`.
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .context("invalid sqlite URL")?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        drop(
+            sqlx::SqlitePool::connect_with(options)
+                .await
+                .context("cannot open the SQLite database")?,
+        );
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, PRAGMAS).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let read = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, PRAGMAS).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Self {
+            read,
+            write,
+            dialect: Dialect::Sqlite,
+        })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS
+                .run(&self.write)
+                .await
+                .context("applying migrations")?,
+        }
+        Ok(())
+    }
+
+    /// The server key that device secrets and enrolment tokens are derived from: made at first
+    /// start, or given (base64) in `HERMOD_SERVER_KEY` so that replicas and the edge share it.
+    pub async fn server_key(&self, given: Option<&str>) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        if let Some(b64) = given {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .context("HERMOD_SERVER_KEY is not base64")?;
+            anyhow::ensure!(
+                key.len() >= 32,
+                "HERMOD_SERVER_KEY must hold at least 32 bytes"
+            );
+            return Ok(key);
+        }
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query("INSERT INTO server_keys (name, secret, created_at) VALUES ('root', $1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(fresh.to_vec())
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        let row: AnyRow = sqlx::query("SELECT secret FROM server_keys WHERE name = 'root'")
+            .fetch_one(&self.write)
+            .await?;
+        Ok(row.try_get::<Vec<u8>, _>(0)?)
+    }
+}
+
+/// A random id with a prefix, for rows that have no protocol id of their own.
+pub fn random_id(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("{prefix}{}", hex::encode(bytes))
+}

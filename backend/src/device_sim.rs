@@ -1,0 +1,203 @@
+//! A simulated authenticator: enrols from a provisioning link, signs its requests, long-polls its
+//! mailbox and answers. `hermod device` drives it from a terminal; tests use it as a real peer.
+
+use anyhow::{bail, Context};
+use hermod_shared::enrolment;
+use hermod_shared::signing::{self, DeviceSecret};
+use hermod_shared::wire::{Decision, DeviceResponse, EnrolRequest, EnrolResponse, MailboxPage};
+use hermod_shared::{CommandId, DeviceId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+use crate::db::now_ms;
+
+/// What a device keeps between runs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub ms_url: String,
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub device_secret: String,
+    pub cursor: i64,
+}
+
+impl std::fmt::Debug for DeviceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceState")
+            .field("ms_url", &self.ms_url)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct DeviceClient {
+    http: reqwest::Client,
+    pub state: DeviceState,
+    secret: DeviceSecret,
+    /// Server clock minus ours (ms), learnt from every answer.
+    clock_offset_ms: i64,
+}
+
+fn nonce() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+impl DeviceClient {
+    /// Enrols with a `hermod://enrol?...` link (or a bare token, given the mailbox URL).
+    pub async fn enrol(
+        link_or_token: &str,
+        ms_url: Option<&str>,
+        name: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let (ms_url, token) = match enrolment::parse_deep_link(link_or_token) {
+            Some((ms, token)) => (ms_url.map(str::to_owned).unwrap_or(ms), token),
+            None => (
+                ms_url.context("give --ms with a bare token")?.to_owned(),
+                link_or_token.to_owned(),
+            ),
+        };
+        let ms_url = ms_url.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{ms_url}/enrol"))
+            .json(&EnrolRequest {
+                token,
+                name: name.map(str::to_owned),
+                data: None,
+            })
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "enrolment refused: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let enrolled: EnrolResponse = response.json().await?;
+        let state = DeviceState {
+            ms_url,
+            device_id: enrolled.device_id,
+            user_id: enrolled.user_id,
+            device_secret: enrolled.device_secret,
+            cursor: 0,
+        };
+        let mut client = Self::from_state(state)?;
+        client.clock_offset_ms = enrolled.server_time - now_ms();
+        Ok(client)
+    }
+
+    pub fn from_state(state: DeviceState) -> anyhow::Result<Self> {
+        let secret = DeviceSecret::from_base64(&state.device_secret)
+            .context("device secret is not 32 bytes of base64")?;
+        Ok(Self {
+            http: reqwest::Client::new(),
+            state,
+            secret,
+            clock_offset_ms: 0,
+        })
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_state(serde_json::from_str(&text)?)
+    }
+
+    /// Saves the state (it holds the device secret: readable by the owner only).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&self.state)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Sends a signed request to `{ms_url}{suffix}` (suffix like `/mailbox?cursor=0`).
+    pub async fn signed(
+        &self,
+        method: reqwest::Method,
+        suffix: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = url::Url::parse(&format!("{}{suffix}", self.state.ms_url))?;
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let timestamp = (now_ms() + self.clock_offset_ms) / 1000;
+        let h = signing::sign(
+            &self.secret,
+            &self.state.device_id,
+            method.as_str(),
+            &path,
+            timestamp,
+            &nonce(),
+            &body,
+        );
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(signing::HEADER_DEVICE, h.device.as_str())
+            .header(signing::HEADER_TIMESTAMP, h.timestamp.to_string())
+            .header(signing::HEADER_NONCE, &h.nonce)
+            .header(signing::HEADER_SIGNATURE, &h.signature);
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Reads the mailbox after the saved cursor, waiting up to `wait` seconds, and advances it.
+    pub async fn poll(&mut self, wait: u32) -> anyhow::Result<MailboxPage> {
+        let suffix = format!("/mailbox?cursor={}&wait={wait}", self.state.cursor);
+        let response = self
+            .signed(reqwest::Method::GET, &suffix, Vec::new())
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "mailbox refused: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let page: MailboxPage = response.json().await?;
+        self.clock_offset_ms = page.server_time - now_ms();
+        self.state.cursor = page.cursor;
+        Ok(page)
+    }
+
+    /// Answers a command; returns the raw answer so callers can see refusals.
+    pub async fn respond(
+        &self,
+        id: &CommandId,
+        decision: Decision,
+        data: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::to_vec(&DeviceResponse {
+            result: decision,
+            data,
+        })?;
+        self.signed(
+            reqwest::Method::POST,
+            &format!("/commands/{id}/response"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn lifesign(&self) -> anyhow::Result<Value> {
+        let response = self
+            .signed(reqwest::Method::POST, "/lifesign", Vec::new())
+            .await?;
+        if !response.status().is_success() {
+            bail!("lifesign refused: {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+}

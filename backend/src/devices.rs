@@ -1,0 +1,148 @@
+//! Devices: enrolled authenticators. Every device request is signed with the device's secret
+//! (derived from the server key) and carries a nonce that is refused if seen again.
+
+use axum::http::{HeaderMap, Method, Uri};
+use hermod_shared::signing::{self, DeviceSecret, SignatureError, SignedHeaders};
+use hermod_shared::wire::{rfc3339, DeviceView};
+use hermod_shared::{DeviceId, ErrorCode, UserId};
+
+use crate::app::AppState;
+use crate::clients::Client;
+use crate::db::now_ms;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceRow {
+    pub id: String,
+    pub group_id: String,
+    pub user_id: String,
+    pub name: Option<String>,
+    pub enrolled_at: i64,
+    pub last_seen_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, group_id, user_id, name, enrolled_at, last_seen_at";
+/// `last_seen_at` is written at most this often (ms) per device, to keep polls cheap.
+const LAST_SEEN_RESOLUTION_MS: i64 = 5_000;
+
+impl DeviceRow {
+    pub fn view(&self) -> DeviceView {
+        DeviceView {
+            device_id: DeviceId::parse(&self.id).expect("stored ids are valid"),
+            user_id: UserId::parse(&self.user_id).expect("stored user ids are valid"),
+            name: self.name.clone(),
+            enrolled_at: rfc3339(self.enrolled_at),
+            last_seen_at: self.last_seen_at.map(rfc3339),
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks a signed device request: the headers, the device, the signature over the method,
+/// the path and query as sent, the timestamp and the body; then records the nonce.
+pub async fn verify_request(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<DeviceRow> {
+    let refuse = |e: SignatureError| ApiError::new(e.into(), e.to_string());
+    let signed = SignedHeaders::parse(
+        header(headers, signing::HEADER_DEVICE),
+        header(headers, signing::HEADER_TIMESTAMP),
+        header(headers, signing::HEADER_NONCE),
+        header(headers, signing::HEADER_SIGNATURE),
+    )
+    .map_err(refuse)?;
+    let device: Option<DeviceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL"
+    ))
+    .bind(signed.device.as_str())
+    .fetch_optional(&state.db.read)
+    .await?;
+    // An unknown device is answered like a bad signature: ids are not to be probed.
+    let device = device.ok_or_else(|| refuse(SignatureError::Mismatch))?;
+    let secret = DeviceSecret::derive(&state.server_key, &signed.device);
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let now = now_ms();
+    let window = state.settings.devices.signature_window;
+    signing::verify(
+        &secret,
+        &signed,
+        method.as_str(),
+        path,
+        body,
+        now / 1000,
+        window,
+    )
+    .map_err(refuse)?;
+    let fresh = sqlx::query("INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (device_id, nonce) DO NOTHING")
+        .bind(&device.id)
+        .bind(&signed.nonce)
+        .bind((signed.timestamp + window + 1) * 1000)
+        .execute(&state.db.write)
+        .await?;
+    if fresh.rows_affected() == 0 {
+        return Err(refuse(SignatureError::Replayed));
+    }
+    touch(state, &device, now).await?;
+    Ok(device)
+}
+
+async fn touch(state: &AppState, device: &DeviceRow, now: i64) -> ApiResult<()> {
+    if device
+        .last_seen_at
+        .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS)
+    {
+        sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&device.id)
+            .execute(&state.db.write)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A device of the client's group.
+pub async fn get_for_client(
+    state: &AppState,
+    client: &Client,
+    device_id: &str,
+) -> ApiResult<DeviceRow> {
+    let row: Option<DeviceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL"
+    ))
+    .bind(device_id)
+    .bind(&client.group_id)
+    .fetch_optional(&state.db.read)
+    .await?;
+    row.ok_or_else(|| ErrorCode::DeviceNotFound.into())
+}
+
+/// The devices of a user in the client's group.
+pub async fn list_for_user(
+    state: &AppState,
+    client: &Client,
+    user_id: &str,
+) -> ApiResult<Vec<DeviceRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL ORDER BY enrolled_at"
+    ))
+    .bind(&client.group_id)
+    .bind(user_id)
+    .fetch_all(&state.db.read)
+    .await?)
+}
+
+/// Re-reads a device (after `verify_request` touched it).
+pub async fn reload(state: &AppState, id: &str) -> ApiResult<DeviceRow> {
+    let row: DeviceRow = sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"))
+        .bind(id)
+        .fetch_one(&state.db.write)
+        .await?;
+    Ok(row)
+}

@@ -1,0 +1,228 @@
+//! The client API under `/command`: server systems create, read, long-poll and cancel
+//! commands, and read the devices of their group.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hermod_shared::enrolment;
+use hermod_shared::wire::{CommandView, CreateCommand, DeviceView};
+use hermod_shared::{sha256_hex, CommandId, CommandStatus, CommandType, ErrorCode, Problem};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::clients::AuthClient;
+use crate::commands;
+use crate::db::now_ms;
+use crate::devices;
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{self, Body};
+
+/// Longest accepted `Idempotency-Key`.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// Create a command of a built-in type (`provision`, `authenticate`, `sign`, `certificate`,
+/// `ping`) or a custom type (`x-…`) for a device or a user of the client's group.
+#[utoipa::path(
+    post, path = "/command/{type}", tag = "commands",
+    params(
+        ("type" = String, Path, description = "provision, authenticate, sign, certificate, ping, or x-<name>"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeating a request with the same key returns the first command (at most 255 characters)"),
+    ),
+    request_body = CreateCommand,
+    responses(
+        (status = 201, description = "Created (or replayed for the same Idempotency-Key)", body = CommandView),
+        (status = 400, description = "Malformed JSON, unknown type, bad timeout/lifespan", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such device or user in the client's group", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key reused with another request", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(command_type): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let command_type = CommandType::parse(&command_type)
+        .map_err(|code| ApiError::new(code, format!("{command_type:?} is not a command type")))?;
+    let req: CreateCommand = extract::json(&headers, &body, false)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        "Idempotency-Key must be 1-255 visible characters",
+                    )
+                })?,
+        ),
+    };
+    let request_hash = sha256_hex(&[command_type.as_str().as_bytes(), b"\n", &body].concat());
+    let (row, replayed) = commands::create(
+        &state,
+        &client,
+        command_type,
+        req,
+        idempotency_key,
+        &request_hash,
+    )
+    .await?;
+    let mut response =
+        (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        format!("/command/{}", row.id)
+            .parse()
+            .expect("ids are header-safe"),
+    );
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", "true".parse().expect("static"));
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Seconds to wait for the status to change (long-poll), at most `commands.max-wait` (60 by default).
+    pub wait: Option<u32>,
+}
+
+fn command_id(id: &str) -> ApiResult<CommandId> {
+    CommandId::parse(id).ok_or_else(|| ErrorCode::CommandNotFound.into())
+}
+
+/// Read a command; with `wait`, long-poll until its status changes or it ends.
+#[utoipa::path(
+    get, path = "/command/{id}", tag = "commands",
+    params(("id" = String, Path), WaitQuery),
+    responses(
+        (status = 200, body = CommandView),
+        (status = 400, description = "wait too long", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such command of this client", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> ApiResult<Json<CommandView>> {
+    let q: WaitQuery = extract::query(&uri)?;
+    let wait = extract::wait(q.wait, &state)?;
+    let id = command_id(&id)?;
+    let row = commands::wait_for_change(&state, &client, id.as_str(), wait).await?;
+    Ok(Json(row.view(&state, now_ms(), true)))
+}
+
+/// Cancel an open command. The device sees the cancellation in its mailbox. Cancelling a
+/// cancelled command again answers the same.
+#[utoipa::path(
+    delete, path = "/command/{id}", tag = "commands",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = CommandView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Already expired", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CommandView>> {
+    let id = command_id(&id)?;
+    let row = commands::cancel(&state, &client, id.as_str()).await?;
+    Ok(Json(row.view(&state, now_ms(), true)))
+}
+
+/// The enrolment QR code (SVG) of an open `provision` command.
+#[utoipa::path(
+    get, path = "/command/{id}/qr", tag = "commands",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, content_type = "image/svg+xml", body = String),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The command is no longer open", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn qr(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = command_id(&id)?;
+    let row = commands::get(&state, &client, id.as_str()).await?;
+    if row.command_type != CommandType::Provision.as_str() {
+        return Err(ApiError::new(
+            ErrorCode::CommandNotFound,
+            "only provision commands have a QR code",
+        ));
+    }
+    if row.status_at(now_ms()) != CommandStatus::Pending {
+        return Err(ErrorCode::CommandExpired.into());
+    }
+    let token = enrolment::issue_token(&state.server_key, &id);
+    let svg = enrolment::qr_svg(&enrolment::deep_link(&state.public_url, &token));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// A device of the client's group, with when it was last seen.
+#[utoipa::path(
+    get, path = "/command/devices/{device_id}", tag = "devices",
+    params(("device_id" = String, Path)),
+    responses(
+        (status = 200, body = DeviceView),
+        (status = 404, description = "No such device in the client's group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn device(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(device_id): Path<String>,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(
+        devices::get_for_client(&state, &client, &device_id)
+            .await?
+            .view(),
+    ))
+}
+
+/// The devices of a user in the client's group.
+#[utoipa::path(
+    get, path = "/command/users/{user_id}/devices", tag = "devices",
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = Vec<DeviceView>)),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn user_devices(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Vec<DeviceView>>> {
+    let rows = devices::list_for_user(&state, &client, &user_id).await?;
+    Ok(Json(rows.iter().map(|d| d.view()).collect()))
+}

@@ -1,0 +1,152 @@
+//! The device API under `/ms`: enrolment, then signed requests (mailbox, response, lifesign).
+//! Every answer carries the server's time (`Hermod-Server-Time`, and `server_time` in bodies).
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::Json;
+use hermod_shared::wire::{
+    DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted,
+};
+use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::commands;
+use crate::db::now_ms;
+use crate::devices;
+use crate::error::ApiResult;
+use crate::http::extract::{self, Body};
+use crate::mailbox;
+
+/// Enrol a device with the token of a `provision` command (from its link or QR code).
+#[utoipa::path(
+    post, path = "/ms/enrol", tag = "device",
+    request_body = EnrolRequest,
+    responses(
+        (status = 201, description = "Enrolled; the device secret is shown only now", body = EnrolResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid, used or expired token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn enrol(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(axum::http::StatusCode, Json<EnrolResponse>)> {
+    let req: EnrolRequest = extract::json(&headers, &body, false)?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(commands::enrol(&state, req).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxQuery {
+    /// The `cursor` of the previous page (0 at first).
+    pub cursor: Option<i64>,
+    /// Seconds to wait for a command when the mailbox is empty (long-poll), at most `commands.max-wait`.
+    pub wait: Option<u32>,
+}
+
+/// Read the mailbox after a cursor; with `wait`, long-poll until something arrives.
+#[utoipa::path(
+    get, path = "/ms/mailbox", tag = "device",
+    params(MailboxQuery),
+    responses(
+        (status = 200, body = MailboxPage),
+        (status = 401, description = "Bad signature, stale timestamp or replayed nonce", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("device_signature" = []))
+)]
+pub async fn mailbox(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<MailboxPage>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let q: MailboxQuery = extract::query(&uri)?;
+    let wait = extract::wait(q.wait, &state)?;
+    Ok(Json(
+        mailbox::poll(&state, &device, q.cursor.unwrap_or(0).max(0), wait).await?,
+    ))
+}
+
+/// Answer a command: approve (with data such as a signature) or decline. Sending the same
+/// answer again gets the same reply.
+#[utoipa::path(
+    post, path = "/ms/commands/{id}/response", tag = "device",
+    params(("id" = String, Path)),
+    request_body = DeviceResponse,
+    responses(
+        (status = 200, body = ResponseAccepted),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not addressed to this device", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered otherwise, or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("device_signature" = []))
+)]
+pub async fn respond(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<ResponseAccepted>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let response: DeviceResponse = extract::json(&headers, &body, false)?;
+    let id = CommandId::parse(&id).ok_or(ErrorCode::CommandNotFound)?;
+    let row = commands::respond(&state, &device, id.as_str(), response, &sha256_hex(&body)).await?;
+    let now = now_ms();
+    Ok(Json(ResponseAccepted {
+        id,
+        status: row.status_at(now),
+        server_time: now,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Lifesign {
+    pub device: DeviceView,
+    pub server_time: i64,
+}
+
+/// Tell the server the device is alive (clients see `last_seen_at`).
+#[utoipa::path(
+    post, path = "/ms/lifesign", tag = "device",
+    responses((status = 200, body = Lifesign), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("device_signature" = []))
+)]
+pub async fn lifesign(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<Lifesign>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let device = devices::reload(&state, &device.id).await?;
+    Ok(Json(Lifesign {
+        device: device.view(),
+        server_time: now_ms(),
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServerTime {
+    /// Unix milliseconds.
+    pub server_time: i64,
+}
+
+/// The server's clock, for a device to correct its own before signing.
+#[utoipa::path(get, path = "/ms/time", tag = "device", responses((status = 200, body = ServerTime)))]
+pub async fn time() -> Json<ServerTime> {
+    Json(ServerTime {
+        server_time: now_ms(),
+    })
+}

@@ -1,0 +1,70 @@
+//! The OpenAPI 3.1 document, generated from the handlers and wire types, served at
+//! `/openapi.json`. It is the source of truth for the wire format.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{client_api, device_api, pages};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "base64(clientId:key)",
+            ))),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("clientId:key"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "device_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Hermod-Signature",
+                "base64 HMAC-SHA256 with the device secret over \
+                 HERMOD-DEVICE-V1\\n{device}\\n{METHOD}\\n{path?query}\\n{timestamp}\\n{nonce}\\n{hex sha256(body)}; \
+                 sent with Hermod-Device, Hermod-Timestamp (unix seconds, within 300 s of the server) and \
+                 Hermod-Nonce (16-64 of [A-Za-z0-9_-], never reused)",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hermod",
+        description = "A command broker between server-side identity systems and authenticator apps. \
+            Every path is also served under /hermod/rest. Errors are application/problem+json with a stable `code`. \
+            Request bodies are limited to 64 KiB (configurable); long-polls wait at most 60 s (configurable). \
+            Every response carries the server's time in unix milliseconds as Hermod-Server-Time."
+    ),
+    paths(
+        client_api::create, client_api::read, client_api::cancel, client_api::qr, client_api::device, client_api::user_devices,
+        device_api::enrol, device_api::mailbox, device_api::respond, device_api::lifesign, device_api::time,
+        pages::generate_client,
+    ),
+    components(schemas(hermod_shared::wire::CallbackEvent)),
+    modifiers(&Security),
+    tags(
+        (name = "commands", description = "For server systems (client API key)"),
+        (name = "devices", description = "Devices of the client's group"),
+        (name = "device", description = "For authenticator apps (signed requests)"),
+    )
+)]
+pub struct ApiDoc;
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
