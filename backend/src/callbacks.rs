@@ -209,6 +209,9 @@ impl Outbox {
         if let Err(e) = self.try_deliver(&event).await {
             tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
         }
+        // The loop may be asleep until this event's claim ran out: let it see the new due time
+        // (and the next event of the same command, which this one held back).
+        self.wake.notify_one();
     }
 
     /// One attempt: send, then record the attempt and the event's next state.

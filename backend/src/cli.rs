@@ -37,6 +37,14 @@ enum Command {
     /// A simulated authenticator app.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// A callback receiver that prints each callback and checks its signature.
+    Receiver {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+        /// The client's callback signing secret (whsec_…).
+        #[arg(long, env = "HERMOD_RECEIVER_SECRET")]
+        secret: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -129,6 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(d) => device(d).await,
+        Command::Receiver { listen, secret } => {
+            crate::receiver::run(listen, secret.as_deref()).await
+        }
     }
 }
 

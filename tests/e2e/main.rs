@@ -1,1 +1,9 @@
+//! End-to-end tests over real HTTP: Hermod started on a random port with its own SQLite file,
+//! real callback receivers, simulated devices, and the `hermod` binary itself.
 
+mod bad_input;
+mod callbacks;
+mod cli;
+mod cycle;
+mod harness;
+mod wakeup;

@@ -1,0 +1,200 @@
+//! The `hermod` binary as a user runs it: serve with a config file, gen-client, and the device
+//! simulator taking a command from provisioning to the callback.
+
+use crate::harness::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const HERMOD: &str = env!("CARGO_BIN_EXE_hermod");
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hermod serve --config <file>` on port 0 and reads the port from its log.
+fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
+    let child = Command::new(HERMOD)
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("HERMOD_SERVER__PORT", "0")
+        .env("HERMOD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Owned by a Server at once, so that a failed start still kills and reaps the process.
+    let mut server = Server {
+        child,
+        base: String::new(),
+    };
+    let stderr = server.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no port in the log: {log:#?}"));
+        if let Some(port) = line.split("port=").nth(1) {
+            let port: u16 = port.split_whitespace().next().unwrap().parse().unwrap();
+            server.base = format!("http://127.0.0.1:{port}");
+            return server;
+        }
+        log.push(line);
+    }
+}
+
+#[tokio::test]
+async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_completes_a_login()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+
+    let out = Command::new(HERMOD)
+        .args(["gen-client", "--client-id", "idm", "--group", "smartid"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let entry = String::from_utf8(out.stdout).unwrap();
+    let key = entry
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(key.len(), 64, "a 256-bit hex key");
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // The generated entry pasted into a config file in the seeds' format, with camelCase too.
+    let config = dir.path().join("hermod-conf.yml");
+    let entry = entry.replace(
+        "  # callback-url: https://<HOST>/callback",
+        &format!("  callback-url: {}", receiver.url),
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  address: 127.0.0.1\n  port: 8080\n  ssl:\n    enabled: false\ndatabase:\n  url: sqlite://hermod.db\nallowed-clients:\n{}\n  - clientId: da\n    key: {DA_KEY}\n    group: smartid\n    callbackUrl: {}\n",
+            entry.lines().filter(|l| !l.starts_with('#')).map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let server = serve(&config, dir.path());
+    assert!(
+        dir.path().join("hermod.db").exists(),
+        "the SQLite file is created on first start"
+    );
+
+    let http = reqwest::Client::new();
+    let token = hermod_shared::credential::ClientCredential {
+        client_id: "idm".into(),
+        key,
+    }
+    .token();
+    let provision: serde_json::Value = http
+        .post(format!("{}/command/provision", server.base))
+        .header("x-api-key", &token)
+        .json(&json!({ "user_id": "pat" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = provision["enrolment"]["link"].as_str().unwrap();
+    let state = dir.path().join("device.json");
+    let ms = format!("{}/ms", server.base);
+    let enrol = Command::new(HERMOD)
+        .args(["device", "enrol", "--link", link, "--ms", &ms, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        enrol.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrol.stderr)
+    );
+
+    // The access gateway (camelCase entry, same group) asks the device provisioned via idm.
+    let da = Creds::da();
+    let created: serde_json::Value = http
+        .post(format!("{}/command/authenticate", server.base))
+        .header("x-api-key", da.0.token())
+        .json(&json!({ "user_id": "pat", "payload": { "text": "Log in to the portal?" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let run = Command::new(HERMOD)
+        .args(["device", "run", "--once", "--wait", "5", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("received {id} (authenticate)")),
+        "{stdout}"
+    );
+
+    let cb = receiver.callback_for(id).await;
+    assert_eq!(cb.event().event_type, "command.approved");
+    drop(server);
+}
+
+#[test]
+fn the_sample_config_in_the_repository_loads() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hermod-conf.yml");
+    let settings = hermod::Settings::load(Some(&sample)).unwrap();
+    assert_eq!(settings.allowed_clients.len(), 2);
+    assert_eq!(
+        settings.allowed_clients[1].client_id, "da",
+        "camelCase clientId is read"
+    );
+    assert_eq!(
+        settings.public_url.as_deref(),
+        Some("http://127.0.0.1:8080/ms")
+    );
+}
+
+#[test]
+fn a_broken_config_is_refused_at_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, message) in [
+        ("allowed-clients:\n  - client-id: a\n    key: short\n    group: g\n", "shorter than 32"),
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: ftp://x\n", "http or https"),
+        ("commands:\n  default-timeout: 600\n  default-lifespan: 60\n", "default-timeout"),
+        ("server:\n  port: many\n", "port"),
+    ] {
+        let file = dir.path().join("hermod-conf.yml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = Command::new(HERMOD).args(["migrate", "--config"]).arg(&file).current_dir(dir.path()).output().unwrap();
+        assert!(!out.status.success(), "{yaml}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{yaml}: {stderr}");
+        assert!(!stderr.contains("0123456789abcdef0123456789abcdef"), "keys never in messages");
+    }
+}

@@ -1,0 +1,323 @@
+//! The test harness: Hermod on a random port with a database of its own, a callback receiver
+//! that records what it gets (and can be told to fail), and helpers that speak real HTTP.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hermod::config::{AllowedClient, Settings};
+use hermod::device_sim::DeviceClient;
+use hermod::Application;
+use hermod_shared::credential::ClientCredential;
+use hermod_shared::webhook::{self, WebhookSecret};
+use hermod_shared::wire::CallbackEvent;
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub const IDM_KEY: &str = "446020134ee8422db5769fbef9104a4157728610236d4dd1a4b37f935dab410a";
+pub const DA_KEY: &str = "b20f0fd90a8b48c5aa9b694b8e7dd11e20040295afb646eabdc89801b65dde36";
+pub const OTHER_KEY: &str = "0f0e0d0c0b0a09080706050403020100f0e0d0c0b0a090807060504030201000";
+pub const IDM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const CALLBACK_AUTH: (&str, &str) = ("prime", "s3cret-callback-password");
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn event(&self) -> CallbackEvent {
+        serde_json::from_slice(&self.body).expect("callback body is a CallbackEvent")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    got: Mutex<Vec<Received>>,
+    fail_next: AtomicUsize,
+    arrived: Notify,
+}
+
+/// A real HTTP callback receiver on a random port.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    state.got.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    state.arrived.notify_waiters();
+    let failing = state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let state = Arc::new(ReceiverState::default());
+        let router = axum::Router::new()
+            .route("/{*path}", axum::routing::post(receive))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ws/hermod", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { url, state }
+    }
+
+    /// The next `n` requests fail with 503.
+    pub fn fail_next(&self, n: usize) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// Waits until a request matching `pred` arrived (at most `within`).
+    pub async fn wait_for(&self, within: Duration, pred: impl Fn(&Received) -> bool) -> Received {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.state.arrived.notified();
+            if let Some(r) = self.received().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "no matching callback within {within:?}; got {:?}",
+                    self.received()
+                        .iter()
+                        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    /// Waits for the callback of one command.
+    pub async fn callback_for(&self, command_id: &str) -> Received {
+        self.wait_for(Duration::from_secs(10), |r| {
+            r.event().data.id.as_str() == command_id
+        })
+        .await
+    }
+}
+
+/// A client's credentials.
+#[derive(Debug, Clone)]
+pub struct Creds(pub ClientCredential);
+
+impl Creds {
+    pub fn idm() -> Self {
+        Self(ClientCredential {
+            client_id: "idm".into(),
+            key: IDM_KEY.into(),
+        })
+    }
+    pub fn da() -> Self {
+        Self(ClientCredential {
+            client_id: "da".into(),
+            key: DA_KEY.into(),
+        })
+    }
+    pub fn other() -> Self {
+        Self(ClientCredential {
+            client_id: "other".into(),
+            key: OTHER_KEY.into(),
+        })
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub receiver: Receiver,
+    pub http: reqwest::Client,
+    pub state: hermod::app::AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings for a test: its own SQLite file, port 0, fast sweeps and retries.
+pub fn test_settings(dir: &std::path::Path, receiver: &Receiver) -> Settings {
+    let mut s = Settings::default();
+    s.server.address = [127, 0, 0, 1].into();
+    s.server.port = 0;
+    s.database.url = format!("sqlite://{}", dir.join("hermod.db").display());
+    s.cacerts = dir.join("cacerts");
+    s.commands.sweep_interval_ms = 50;
+    s.callbacks.retry_schedule = vec![0.2, 0.4, 0.8];
+    s.callbacks.request_timeout = 2.0;
+    s.allowed_clients = vec![
+        AllowedClient {
+            client_id: "idm".into(),
+            key: IDM_KEY.into(),
+            group: "smartid".into(),
+            callback_url: Some(receiver.url.clone()),
+            callback_basic_auth: Some(format!("{}:{}", CALLBACK_AUTH.0, CALLBACK_AUTH.1)),
+            callback_signing_secrets: vec![IDM_SECRET.into()],
+        },
+        AllowedClient {
+            client_id: "da".into(),
+            key: DA_KEY.into(),
+            group: "smartid".into(),
+            callback_url: Some(receiver.url.replace("/ws/hermod", "/da")),
+            callback_basic_auth: None,
+            callback_signing_secrets: vec![],
+        },
+        AllowedClient {
+            client_id: "other".into(),
+            key: OTHER_KEY.into(),
+            group: "elsewhere".into(),
+            callback_url: Some(receiver.url.replace("/ws/hermod", "/other")),
+            callback_basic_auth: None,
+            callback_signing_secrets: vec![],
+        },
+    ];
+    s
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start().await;
+        let mut settings = test_settings(dir.path(), &receiver);
+        tweak(&mut settings);
+        let app = Application::build(settings).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        Self {
+            base,
+            receiver,
+            http: reqwest::Client::new(),
+            state,
+            _dir: dir,
+        }
+    }
+
+    pub fn ms_url(&self) -> String {
+        format!("{}/ms", self.base)
+    }
+
+    /// `POST /command/{type}` with a JSON body; returns the status and the body.
+    pub async fn create(&self, creds: &Creds, command_type: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/command/{command_type}", self.base))
+            .header("x-api-key", creds.0.token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a command and insists on 201; returns the body.
+    pub async fn create_ok(&self, creds: &Creds, command_type: &str, body: Value) -> Value {
+        let (status, json) = self.create(creds, command_type, body).await;
+        assert_eq!(status, 201, "{json}");
+        json
+    }
+
+    pub async fn get(&self, creds: &Creds, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", creds.0.token())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, creds: &Creds, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .header("x-api-key", creds.0.token())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Provisions `user` through `creds` and enrols a simulated device with the link.
+    pub async fn enrol(&self, creds: &Creds, user: &str) -> DeviceClient {
+        let provision = self
+            .create_ok(creds, "provision", serde_json::json!({ "user_id": user }))
+            .await;
+        let link = provision["enrolment"]["link"].as_str().unwrap();
+        DeviceClient::enrol(link, None, Some("test phone"))
+            .await
+            .expect("enrols")
+    }
+}
+
+/// Checks a callback's Standard Webhooks signature with the `shared` verifier.
+pub fn verify_signature(r: &Received, secret: &str) -> Result<(), webhook::WebhookError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    webhook::verify(
+        &[WebhookSecret::parse(secret).unwrap()],
+        r.header(webhook::HEADER_ID),
+        r.header(webhook::HEADER_TIMESTAMP),
+        r.header(webhook::HEADER_SIGNATURE),
+        &r.body,
+        now,
+        webhook::TOLERANCE_SECS,
+    )
+}
+
+/// What a bad request must not change: commands with their status and result, devices, the
+/// mailbox log and the callback outbox.
+pub async fn snapshot(app: &TestApp) -> String {
+    use sqlx::Row;
+    let db = &app.state.db.write;
+    let mut out = String::new();
+    for (sql, cols) in [
+        ("SELECT id, status, COALESCE(result, ''), COALESCE(answered_by, '') FROM commands ORDER BY id", 4),
+        ("SELECT id, group_id, user_id FROM devices ORDER BY id", 3),
+        ("SELECT CAST(seq AS TEXT), command_id, kind FROM mailbox_events ORDER BY seq", 3),
+        ("SELECT id, command_id, event_type FROM callback_events ORDER BY seq", 3),
+    ] {
+        for row in sqlx::query(sql).fetch_all(db).await.unwrap() {
+            for i in 0..cols {
+                out.push_str(&row.try_get::<String, _>(i).unwrap());
+                out.push('|');
+            }
+            out.push('\n');
+        }
+        out.push_str("--\n");
+    }
+    out
+}
