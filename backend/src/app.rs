@@ -39,6 +39,7 @@ pub struct AppState {
 
 pub struct Application {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     outbox: Outbox,
 }
@@ -46,10 +47,7 @@ pub struct Application {
 impl Application {
     /// Connects and migrates the database, synchronises the config's clients, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !settings.server.ssl.enabled,
-            "server.ssl.enabled is not supported by this build yet: terminate TLS at a proxy in front of Hermod"
-        );
+        let tls = crate::tls::server_config(&settings.server.ssl)?;
         let db = Db::connect(&settings.database.url).await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
@@ -66,7 +64,10 @@ impl Application {
         let public_url = settings
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}:{port}/ms", settings.server.address))
+            .unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}:{port}/ms", settings.server.address)
+            })
             .trim_end_matches('/')
             .to_owned();
         let state = AppState {
@@ -85,6 +86,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            tls,
             state,
             outbox,
         })
@@ -106,9 +108,27 @@ impl Application {
         tracing::info!(port = self.port(), public_url = %self.state.public_url, "Hermod listening");
         let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
         let outbox = tokio::spawn(self.outbox.run());
-        let result = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let router = router(self.state);
+        let result = match self.tls {
+            None => {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                axum_server::from_tcp_rustls(self.listener.into_std()?, config)
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await
+            }
+        };
         sweeper.abort();
         outbox.abort();
         Ok(result?)

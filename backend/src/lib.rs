@@ -16,6 +16,7 @@ pub mod gen_client;
 pub mod http;
 pub mod mailbox;
 pub mod receiver;
+pub mod tls;
 pub mod wake;
 
 pub use app::Application;

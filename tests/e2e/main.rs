@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod callbacks;
+mod certs;
 mod cli;
 mod cycle;
 mod harness;
+mod tls;
 mod wakeup;
