@@ -22,7 +22,8 @@ use crate::commands;
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::error::ApiError;
-use crate::http::{client_api, device_api, openapi, pages};
+use crate::http::{callbacks_api, client_api, device_api, openapi, pages};
+use crate::metrics::Metrics;
 use crate::wake::Wakeups;
 
 /// What every handler shares.
@@ -35,6 +36,7 @@ pub struct AppState {
     pub wakeups: Arc<Wakeups>,
     /// Wakes the callback worker when an event is written.
     pub outbox: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
@@ -55,11 +57,7 @@ impl Application {
             .server_key(std::env::var("HERMOD_SERVER_KEY").ok().as_deref())
             .await?;
         let http = callbacks::http_client(&settings.callbacks, &settings.cacerts)?;
-        let listener = TcpListener::bind(SocketAddr::new(
-            settings.server.address,
-            settings.server.port,
-        ))
-        .await?;
+        let listener = TcpListener::bind(SocketAddr::new(settings.server.address, settings.server.port)).await?;
         let port = listener.local_addr()?.port();
         let public_url = settings
             .public_url
@@ -77,13 +75,18 @@ impl Application {
             public_url: Arc::new(public_url),
             wakeups: Arc::new(Wakeups::default()),
             outbox: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::default()),
         };
-        let outbox = Outbox {
-            db,
+        let outbox = Outbox::new(
+            db.clone(),
             http,
-            settings: Arc::new(settings.callbacks.clone()),
-            wake: Arc::clone(&state.outbox),
-        };
+            settings.callbacks.clone(),
+            Arc::clone(&state.outbox),
+            Arc::clone(&state.metrics),
+        );
+        if db.dialect == crate::db::Dialect::Sqlite {
+            outbox.release_stale_claims().await?;
+        }
         Ok(Self {
             listener,
             tls,
@@ -101,10 +104,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; the sweeper and the callback worker run alongside.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), public_url = %self.state.public_url, "Hermod listening");
         let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
         let outbox = tokio::spawn(self.outbox.run());
@@ -136,9 +136,7 @@ impl Application {
 }
 
 async fn sweep_forever(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        state.settings.commands.sweep_interval_ms.max(10),
-    ));
+    let mut tick = tokio::time::interval(Duration::from_millis(state.settings.commands.sweep_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -158,9 +156,13 @@ fn api() -> Router<AppState> {
         )
         .route("/command/{name}/qr", get(client_api::qr))
         .route("/command/devices/{device_id}", get(client_api::device))
+        .route("/command/users/{user_id}/devices", get(client_api::user_devices))
+        .route("/command/{name}/callbacks", get(callbacks_api::for_command))
+        .route("/command/callbacks", get(callbacks_api::for_client))
+        .route("/command/callbacks/recover", post(callbacks_api::recover))
         .route(
-            "/command/users/{user_id}/devices",
-            get(client_api::user_devices),
+            "/command/callbacks/{event_id}/redeliver",
+            post(callbacks_api::redeliver),
         )
         .route("/ms/enrol", post(device_api::enrol))
         .route("/ms/mailbox", get(device_api::mailbox))
@@ -173,7 +175,8 @@ pub fn router(state: AppState) -> Router {
     let mut root = api()
         .nest("/hermod/rest", api())
         .route("/openapi.json", get(openapi::serve))
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics));
     if state.settings.generate_client_page {
         root = root.route("/generate-client", get(pages::generate_client));
     }
@@ -183,6 +186,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(stamp_server_time))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn stamp_server_time(mut response: Response) -> Response {

@@ -1,18 +1,23 @@
 //! The callback outbox and its delivery worker.
 //!
 //! Events are written in the transaction that changes a command's state ([`enqueue`]). The
-//! worker claims due events for a while (no transaction is held across the HTTP call),
-//! delivers them with basic auth and Standard Webhooks signatures, and records every attempt.
-//! A failure is retried on the configured schedule with jitter; `Retry-After` is honoured
-//! within [delay, 2 × delay]; `410 Gone` and an exhausted schedule make a dead letter, kept
-//! and visible. Delivery is at least once: receivers deduplicate on `webhook-id`.
+//! worker picks due events (oldest first, one command's events in order, at most
+//! `per-receiver-concurrency` in flight per receiver), claims them for a while with a guarded
+//! update (so two workers never send the same attempt, and no transaction is held across the
+//! HTTP call), delivers them with basic auth and Standard Webhooks signatures, and records every
+//! attempt. A failure is retried on the configured schedule with jitter; `Retry-After` is
+//! honoured within [delay, 2 × delay]; a timeout or 429 waits at least `overload-pause`;
+//! `410 Gone` disables the receiver; an exhausted schedule leaves a dead letter, kept and
+//! recoverable. Delivery is at least once: receivers deduplicate on `webhook-id`.
 
 use hermod_shared::webhook::{self, WebhookSecret};
-use hermod_shared::wire::{rfc3339, CallbackEvent};
+use hermod_shared::wire::{rfc3339, CallbackAttempt, CallbackDelivery, CallbackEvent, DeliveryStatus};
+use hermod_shared::CommandId;
 use rand::Rng;
 use sqlx::AnyConnection;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
@@ -20,46 +25,52 @@ use crate::app::AppState;
 use crate::commands::CommandRow;
 use crate::config::CallbackSettings;
 use crate::db::{now_ms, random_id, Db};
+use crate::metrics::Metrics;
 
 /// Longest response body kept in the attempt log.
 const RESPONSE_BODY_LIMIT: usize = 4096;
-/// How long after a claim another worker may take the event over, beyond the request timeout.
-const CLAIM_MARGIN_MS: i64 = 10_000;
+/// How long after a claim, beyond the request timeout, another worker may take the event over
+/// (when the claiming process died mid-attempt).
+const CLAIM_MARGIN_MS: i64 = 5_000;
+const GONE: &str =
+    "the receiver answered 410 Gone: callbacks to it are disabled until a recovery or a new callback-url";
 
 /// Writes the callback event for a command's new final state, if its client has a callback URL.
-pub async fn enqueue(
-    conn: &mut AnyConnection,
-    state: &AppState,
-    row: &CommandRow,
-    now: i64,
-) -> sqlx::Result<bool> {
-    let url: Option<Option<String>> =
-        sqlx::query_scalar("SELECT callback_url FROM clients WHERE id = $1")
+pub async fn enqueue(conn: &mut AnyConnection, state: &AppState, row: &CommandRow, now: i64) -> sqlx::Result<bool> {
+    let receiver: Option<(Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT callback_url, callback_disabled_at FROM clients WHERE id = $1")
             .bind(&row.client_pk)
             .fetch_optional(&mut *conn)
             .await?;
-    if url.flatten().is_none() {
+    let Some((Some(_url), disabled)) = receiver else {
         return Ok(false);
-    }
+    };
     let view = row.view(state, now, false);
     let event = CallbackEvent {
         event_type: format!("command.{}", view.status.as_str()),
         timestamp: rfc3339(now),
         data: view,
     };
+    // A disabled receiver gets nothing, but the event is kept for a recovery.
+    let (status, error) = match disabled {
+        Some(_) => ("dead", Some(GONE)),
+        None => ("pending", None),
+    };
     sqlx::query(
-        "INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+        "INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at, last_error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(random_id("msg_"))
     .bind(&row.client_pk)
     .bind(&row.id)
     .bind(&event.event_type)
     .bind(serde_json::to_string(&event).expect("events serialise"))
+    .bind(status)
     .bind(now)
+    .bind(error)
     .execute(conn)
     .await?;
-    Ok(true)
+    Ok(disabled.is_none())
 }
 
 /// The HTTP client for callbacks: rustls with the system's roots plus every `.cer` (PEM) file
@@ -69,7 +80,7 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path) -> anyhow::Resul
         .use_rustls_tls()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs_f64(settings.request_timeout))
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs_f64(settings.request_timeout.min(5.0)))
         .user_agent(concat!("Hermod/", env!("CARGO_PKG_VERSION")));
     if cacerts.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(cacerts)?
@@ -80,11 +91,7 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path) -> anyhow::Resul
         files.sort();
         for file in files {
             let pem = std::fs::read(&file)?;
-            let name = file
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .ok()
                 .filter(|c| !c.is_empty())
@@ -112,6 +119,7 @@ struct Receiver {
     callback_url: Option<String>,
     callback_basic_auth: Option<String>,
     callback_secrets: Option<String>,
+    callback_disabled_at: Option<i64>,
 }
 
 /// The delivery worker.
@@ -121,15 +129,53 @@ pub struct Outbox {
     pub http: reqwest::Client,
     pub settings: Arc<CallbackSettings>,
     pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// Deliveries in flight per client (its receiver).
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 enum Outcome {
     Delivered,
     Retry { after: Duration },
-    Dead,
+    Dead { gone: bool },
+}
+
+/// What one attempt came to.
+struct Sent {
+    status_code: Option<u16>,
+    body: Option<String>,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+    overloaded: bool,
 }
 
 impl Outbox {
+    pub fn new(
+        db: Db,
+        http: reqwest::Client,
+        settings: CallbackSettings,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            db,
+            http,
+            settings: Arc::new(settings),
+            wake,
+            metrics,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// On one SQLite node no other process can hold a claim: release the claims of attempts
+    /// that a crash interrupted, so they go out again at once.
+    pub async fn release_stale_claims(&self) -> anyhow::Result<()> {
+        sqlx::query("UPDATE callback_events SET claimed_until = 0 WHERE status = 'pending' AND claimed_until > 0")
+            .execute(&self.db.write)
+            .await?;
+        Ok(())
+    }
+
     /// Runs until the task is dropped.
     pub async fn run(self) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
@@ -138,15 +184,12 @@ impl Outbox {
             let claimed = if free == 0 {
                 Ok(Vec::new())
             } else {
-                self.claim(free as i64).await
+                self.claim(free).await
             };
             match claimed {
                 Ok(events) if !events.is_empty() => {
                     for event in events {
-                        let permit = Arc::clone(&permits)
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore open");
+                        let permit = Arc::clone(&permits).acquire_owned().await.expect("semaphore open");
                         let outbox = self.clone();
                         tokio::spawn(async move {
                             outbox.deliver(event).await;
@@ -155,10 +198,7 @@ impl Outbox {
                     }
                 }
                 Ok(_) => {
-                    let pause = self
-                        .until_next_due()
-                        .await
-                        .unwrap_or(Duration::from_secs(1));
+                    let pause = self.until_next_due().await.unwrap_or(Duration::from_secs(1));
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(pause) => {}
@@ -184,75 +224,96 @@ impl Outbox {
         Ok(Duration::from_millis(ms as u64))
     }
 
-    /// Claims due events, oldest first, skipping an event while an older one of the same
-    /// command is still pending (so a command's callbacks arrive in order).
-    async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Claimed>> {
+    /// Picks due events, oldest first, skipping an event while an older one of the same command
+    /// is pending (a command's callbacks arrive in order) and a receiver already at its bound;
+    /// then claims them with an update that only succeeds on unclaimed rows.
+    async fn claim(&self, free: usize) -> anyhow::Result<Vec<Claimed>> {
         let now = now_ms();
-        let until = now + (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS;
-        Ok(sqlx::query_as(
-            "UPDATE callback_events SET claimed_until = $1
-             WHERE seq IN (
-                 SELECT e.seq FROM callback_events e
-                 WHERE e.status = 'pending' AND e.next_attempt_at <= $2 AND e.claimed_until <= $2
-                   AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
-                 ORDER BY e.seq LIMIT $3)
-             RETURNING id, client_pk, payload, attempts",
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT e.id, e.client_pk FROM callback_events e
+             WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
+               AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
+             ORDER BY e.seq LIMIT $2",
         )
-        .bind(until)
         .bind(now)
-        .bind(limit)
-        .fetch_all(&self.db.write)
-        .await?)
+        .bind((free * 4 + 16) as i64)
+        .fetch_all(&self.db.read)
+        .await?;
+        let chosen: Vec<String> = {
+            let in_flight = self.in_flight.lock().expect("in-flight lock");
+            let mut taken: HashMap<&str, usize> = HashMap::new();
+            let mut chosen = Vec::new();
+            for (id, client) in &candidates {
+                let busy =
+                    in_flight.get(client).copied().unwrap_or(0) + taken.get(client.as_str()).copied().unwrap_or(0);
+                if busy < self.settings.per_receiver_concurrency {
+                    *taken.entry(client).or_default() += 1;
+                    chosen.push(id.clone());
+                    if chosen.len() == free {
+                        break;
+                    }
+                }
+            }
+            chosen
+        };
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = now + (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS;
+        let placeholders: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE callback_events SET claimed_until = $1
+             WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({})
+             RETURNING id, client_pk, payload, attempts",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
+        for id in &chosen {
+            query = query.bind(id);
+        }
+        let claimed = query.fetch_all(&self.db.write).await?;
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        for event in &claimed {
+            *in_flight.entry(event.client_pk.clone()).or_default() += 1;
+        }
+        Ok(claimed)
     }
 
     async fn deliver(&self, event: Claimed) {
         if let Err(e) = self.try_deliver(&event).await {
             tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
         }
-        // The loop may be asleep until this event's claim ran out: let it see the new due time
-        // (and the next event of the same command, which this one held back).
+        {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            if let Some(n) = in_flight.get_mut(&event.client_pk) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&event.client_pk);
+                }
+            }
+        }
+        // The loop may be asleep until this event's claim ran out, or waiting for this
+        // receiver's bound: let it look again.
         self.wake.notify_one();
     }
 
     /// One attempt: send, then record the attempt and the event's next state.
     async fn try_deliver(&self, event: &Claimed) -> anyhow::Result<()> {
         let receiver: Receiver = sqlx::query_as(
-            "SELECT callback_url, callback_basic_auth, callback_secrets FROM clients WHERE id = $1",
+            "SELECT callback_url, callback_basic_auth, callback_secrets, callback_disabled_at FROM clients WHERE id = $1",
         )
         .bind(&event.client_pk)
         .fetch_one(&self.db.read)
         .await?;
         let started = Instant::now();
-        let (status_code, body, error, retry_after) = match &receiver.callback_url {
-            None => (
-                None,
-                None,
-                Some("the client has no callback URL".to_owned()),
-                None,
-            ),
-            Some(url) => self.send(url, &receiver, event).await,
+        let sent = match (&receiver.callback_url, receiver.callback_disabled_at) {
+            (_, Some(_)) => Sent::failed(GONE),
+            (None, _) => Sent::failed("the client has no callback URL"),
+            (Some(url), None) => self.send(url, &receiver, event).await,
         };
         let duration_ms = started.elapsed().as_millis() as i64;
         let attempts = event.attempts + 1;
-        let outcome = match status_code {
-            Some(code) if (200..300).contains(&code) => Outcome::Delivered,
-            Some(410) => Outcome::Dead,
-            _ => match self.settings.retry_schedule.get((attempts - 1) as usize) {
-                None => Outcome::Dead,
-                Some(&delay) => {
-                    let jitter = self.settings.jitter;
-                    let factor = if jitter > 0.0 {
-                        rand::thread_rng().gen_range(1.0 - jitter..=1.0 + jitter)
-                    } else {
-                        1.0
-                    };
-                    let scheduled = Duration::from_secs_f64(delay * factor);
-                    let after =
-                        retry_after.map_or(scheduled, |ra| ra.clamp(scheduled, scheduled * 2));
-                    Outcome::Retry { after }
-                }
-            },
-        };
+        let outcome = self.outcome(&sent, attempts, receiver.callback_disabled_at.is_some());
         let now = now_ms();
         let mut tx = self.db.write.begin().await?;
         sqlx::query(
@@ -260,13 +321,16 @@ impl Outbox {
         )
         .bind(&event.id)
         .bind(now)
-        .bind(status_code.map(i64::from))
+        .bind(sent.status_code.map(i64::from))
         .bind(duration_ms)
-        .bind(body)
-        .bind(&error)
+        .bind(&sent.body)
+        .bind(&sent.error)
         .execute(&mut *tx)
         .await?;
-        let last_error = error.or_else(|| status_code.map(|c| format!("HTTP {c}")));
+        let last_error = sent
+            .error
+            .clone()
+            .or_else(|| sent.status_code.map(|c| format!("HTTP {c}")));
         match outcome {
             Outcome::Delivered => {
                 sqlx::query("UPDATE callback_events SET status = 'delivered', attempts = $1, delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $3")
@@ -275,6 +339,7 @@ impl Outbox {
                     .bind(&event.id)
                     .execute(&mut *tx)
                     .await?;
+                self.metrics.callbacks_delivered.inc();
             }
             Outcome::Retry { after } => {
                 sqlx::query("UPDATE callback_events SET attempts = $1, next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $4")
@@ -284,32 +349,59 @@ impl Outbox {
                     .bind(&event.id)
                     .execute(&mut *tx)
                     .await?;
+                self.metrics.callbacks_retried.inc();
             }
-            Outcome::Dead => {
-                tracing::warn!(event = %event.id, attempts, "callback dead-lettered");
+            Outcome::Dead { gone } => {
+                let error = if gone { Some(GONE.to_owned()) } else { last_error };
                 sqlx::query("UPDATE callback_events SET status = 'dead', attempts = $1, claimed_until = 0, last_error = $2 WHERE id = $3")
                     .bind(attempts)
-                    .bind(&last_error)
+                    .bind(&error)
                     .bind(&event.id)
                     .execute(&mut *tx)
                     .await?;
+                if gone && receiver.callback_disabled_at.is_none() {
+                    sqlx::query("UPDATE clients SET callback_disabled_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&event.client_pk)
+                        .execute(&mut *tx)
+                        .await?;
+                    tracing::warn!(client = %event.client_pk, "callback receiver answered 410 Gone: disabled");
+                }
+                tracing::warn!(event = %event.id, attempts, "callback dead-lettered");
+                self.metrics.callbacks_dead.inc();
             }
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn send(
-        &self,
-        url: &str,
-        receiver: &Receiver,
-        event: &Claimed,
-    ) -> (
-        Option<u16>,
-        Option<String>,
-        Option<String>,
-        Option<Duration>,
-    ) {
+    fn outcome(&self, sent: &Sent, attempts: i64, disabled: bool) -> Outcome {
+        match sent.status_code {
+            Some(code) if (200..300).contains(&code) => return Outcome::Delivered,
+            Some(410) => return Outcome::Dead { gone: true },
+            _ if disabled => return Outcome::Dead { gone: true },
+            _ => {}
+        }
+        let Some(&delay) = self.settings.retry_schedule.get((attempts - 1) as usize) else {
+            return Outcome::Dead { gone: false };
+        };
+        let jitter = self.settings.jitter;
+        let factor = if jitter > 0.0 {
+            rand::thread_rng().gen_range(1.0 - jitter..=1.0 + jitter)
+        } else {
+            1.0
+        };
+        let mut after = Duration::from_secs_f64(delay * factor);
+        if let Some(asked) = sent.retry_after {
+            after = asked.clamp(after, after * 2);
+        }
+        if sent.overloaded {
+            after = after.max(Duration::from_secs_f64(self.settings.overload_pause));
+        }
+        Outcome::Retry { after }
+    }
+
+    async fn send(&self, url: &str, receiver: &Receiver, event: &Claimed) -> Sent {
         let timestamp = now_ms() / 1000;
         let mut request = self
             .http
@@ -330,11 +422,7 @@ impl Outbox {
                 webhook::signature_header(&secrets, &event.id, timestamp, event.payload.as_bytes()),
             );
         }
-        if let Some((user, password)) = receiver
-            .callback_basic_auth
-            .as_deref()
-            .and_then(|a| a.split_once(':'))
-        {
+        if let Some((user, password)) = receiver.callback_basic_auth.as_deref().and_then(|a| a.split_once(':')) {
             request = request.basic_auth(user, Some(password));
         }
         match request.body(event.payload.clone()).send().await {
@@ -353,7 +441,13 @@ impl Outbox {
                     }
                     body.truncate(end);
                 }
-                (Some(code), Some(body), None, retry_after)
+                Sent {
+                    status_code: Some(code),
+                    body: Some(body),
+                    error: None,
+                    retry_after,
+                    overloaded: code == 429,
+                }
             }
             Err(e) => {
                 let kind = if e.is_timeout() {
@@ -363,14 +457,24 @@ impl Outbox {
                 } else {
                     "request failed"
                 };
-                // reqwest's message may include the URL; it never includes the basic-auth password.
-                (
-                    None,
-                    None,
-                    Some(format!("{kind}: {}", error_chain(&e))),
-                    None,
-                )
+                // reqwest's message may hold the URL; never the basic-auth password.
+                Sent {
+                    overloaded: e.is_timeout(),
+                    ..Sent::failed(&format!("{kind}: {}", error_chain(&e)))
+                }
             }
+        }
+    }
+}
+
+impl Sent {
+    fn failed(error: &str) -> Self {
+        Self {
+            status_code: None,
+            body: None,
+            error: Some(error.to_owned()),
+            retry_after: None,
+            overloaded: false,
         }
     }
 }
@@ -392,10 +496,166 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v.trim()).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+// ----- visibility and control -----
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: String,
+    command_id: String,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    created_at: i64,
+    next_attempt_at: i64,
+    delivered_at: Option<i64>,
+    last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempted_at: i64,
+    status_code: Option<i64>,
+    duration_ms: i64,
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+const EVENT_COLUMNS: &str =
+    "id, command_id, event_type, status, attempts, created_at, next_attempt_at, delivered_at, last_error";
+
+async fn with_attempts(db: &Db, rows: Vec<EventRow>) -> sqlx::Result<Vec<CallbackDelivery>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT attempted_at, status_code, duration_ms, response_body, error FROM callback_attempts WHERE event_id = $1 ORDER BY id",
+        )
+        .bind(&row.id)
+        .fetch_all(&db.read)
+        .await?;
+        let status = match row.status.as_str() {
+            "delivered" => DeliveryStatus::Delivered,
+            "dead" => DeliveryStatus::Dead,
+            _ => DeliveryStatus::Pending,
+        };
+        out.push(CallbackDelivery {
+            command_id: CommandId::parse(&row.command_id).expect("stored ids are valid"),
+            next_attempt_at: (status == DeliveryStatus::Pending).then(|| rfc3339(row.next_attempt_at)),
+            delivered_at: row.delivered_at.map(rfc3339),
+            created_at: rfc3339(row.created_at),
+            id: row.id,
+            event_type: row.event_type,
+            status,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            attempt_log: attempts
+                .into_iter()
+                .map(|a| CallbackAttempt {
+                    at: rfc3339(a.attempted_at),
+                    status_code: a.status_code.map(|c| c as u16),
+                    duration_ms: a.duration_ms,
+                    response_body: a.response_body,
+                    error: a.error,
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// The callbacks of one of the client's commands, oldest first.
+pub async fn for_command(db: &Db, client_pk: &str, command_id: &str) -> sqlx::Result<Vec<CallbackDelivery>> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM callback_events WHERE client_pk = $1 AND command_id = $2 ORDER BY seq"
+    ))
+    .bind(client_pk)
+    .bind(command_id)
+    .fetch_all(&db.read)
+    .await?;
+    with_attempts(db, rows).await
+}
+
+/// The client's callbacks created in `[since, until)`, newest first, optionally of one status.
+pub async fn for_client(
+    db: &Db,
+    client_pk: &str,
+    status: Option<DeliveryStatus>,
+    since: i64,
+    until: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<CallbackDelivery>> {
+    let status = match status {
+        None => "",
+        Some(DeliveryStatus::Pending) => "pending",
+        Some(DeliveryStatus::Delivered) => "delivered",
+        Some(DeliveryStatus::Dead) => "dead",
+    };
+    let rows = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM callback_events
+         WHERE client_pk = $1 AND created_at >= $2 AND created_at < $3 AND ($4 = '' OR status = $4)
+         ORDER BY seq DESC LIMIT $5"
+    ))
+    .bind(client_pk)
+    .bind(since)
+    .bind(until)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(&db.read)
+    .await?;
+    with_attempts(db, rows).await
+}
+
+/// Sends one callback again with a fresh retry schedule (and re-enables the receiver).
+pub async fn redeliver(db: &Db, client_pk: &str, event_id: &str) -> sqlx::Result<Option<CallbackDelivery>> {
+    let mut tx = db.write.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE callback_events SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = 0
+         WHERE id = $2 AND client_pk = $3 AND (status <> 'pending' OR claimed_until = 0)",
     )
+    .bind(now_ms())
+    .bind(event_id)
+    .bind(client_pk)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 1 {
+        sqlx::query("UPDATE clients SET callback_disabled_at = NULL WHERE id = $1")
+            .bind(client_pk)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM callback_events WHERE id = $1 AND client_pk = $2"
+    ))
+    .bind(event_id)
+    .bind(client_pk)
+    .fetch_all(&db.read)
+    .await?;
+    Ok(with_attempts(db, rows).await?.pop())
+}
+
+/// Queues again every dead callback of the client created in `[since, until)`, and
+/// re-enables its receiver.
+pub async fn recover(db: &Db, client_pk: &str, since: i64, until: i64) -> sqlx::Result<u64> {
+    let mut tx = db.write.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE callback_events SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = 0
+         WHERE client_pk = $2 AND status = 'dead' AND created_at >= $3 AND created_at < $4",
+    )
+    .bind(now_ms())
+    .bind(client_pk)
+    .bind(since)
+    .bind(until)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE clients SET callback_disabled_at = NULL WHERE id = $1")
+        .bind(client_pk)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(updated.rows_affected())
 }
 
 #[cfg(test)]
@@ -405,10 +665,7 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -137,9 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(d) => device(d).await,
-        Command::Receiver { listen, secret } => {
-            crate::receiver::run(listen, secret.as_deref()).await
-        }
+        Command::Receiver { listen, secret } => crate::receiver::run(listen, secret.as_deref()).await,
     }
 }
 
@@ -149,8 +147,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };
@@ -162,12 +159,7 @@ async fn shutdown_signal() {
 
 async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
-        DeviceCommand::Enrol {
-            link,
-            ms,
-            name,
-            state,
-        } => {
+        DeviceCommand::Enrol { link, ms, name, state } => {
             let device = DeviceClient::enrol(&link, ms.as_deref(), name.as_deref()).await?;
             device.save(&state)?;
             println!(
@@ -199,10 +191,7 @@ async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow
     } else {
         Decision::Approved
     };
-    println!(
-        "device {} polling {}",
-        device.state.device_id, device.state.ms_url
-    );
+    println!("device {} polling {}", device.state.device_id, device.state.ms_url);
     loop {
         let page = device.poll(wait).await?;
         device.save(path)?;
@@ -211,18 +200,10 @@ async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow
             match item.kind {
                 MailboxEventKind::Cancelled => println!("cancelled {} ({})", c.id, c.command_type),
                 MailboxEventKind::Command => {
-                    println!(
-                        "received {} ({}) payload {}",
-                        c.id, c.command_type, c.payload
-                    );
+                    println!("received {} ({}) payload {}", c.id, c.command_type, c.payload);
                     let data = serde_json::json!({ "simulated": true, "type": c.command_type });
                     let answer = device.respond(&c.id, decision, Some(data)).await?;
-                    println!(
-                        "answered {} {:?}: HTTP {}",
-                        c.id,
-                        decision,
-                        answer.status().as_u16()
-                    );
+                    println!("answered {} {:?}: HTTP {}", c.id, decision, answer.status().as_u16());
                     if once {
                         return Ok(());
                     }

@@ -38,21 +38,23 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .await?;
     for c in clients {
         let group_id = format!("{DEFAULT_TENANT}/{}", c.group);
-        sqlx::query("INSERT INTO groups (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
-            .bind(&group_id)
-            .bind(DEFAULT_TENANT)
-            .bind(&c.group)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let secrets =
-            (!c.callback_signing_secrets.is_empty()).then(|| c.callback_signing_secrets.join(" "));
+        sqlx::query(
+            "INSERT INTO groups (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&group_id)
+        .bind(DEFAULT_TENANT)
+        .bind(&c.group)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let secrets = (!c.callback_signing_secrets.is_empty()).then(|| c.callback_signing_secrets.join(" "));
         sqlx::query(
             "INSERT INTO clients (id, tenant_id, group_id, client_id, key_hash, callback_url, callback_basic_auth, callback_secrets, source, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'config', $9)
              ON CONFLICT (client_id) DO UPDATE SET group_id = excluded.group_id, key_hash = excluded.key_hash,
                  callback_url = excluded.callback_url, callback_basic_auth = excluded.callback_basic_auth,
-                 callback_secrets = excluded.callback_secrets, disabled_at = NULL",
+                 callback_secrets = excluded.callback_secrets, disabled_at = NULL,
+                 callback_disabled_at = CASE WHEN clients.callback_url = excluded.callback_url THEN clients.callback_disabled_at ELSE NULL END",
         )
         .bind(random_id("cl_"))
         .bind(DEFAULT_TENANT)
@@ -66,11 +68,9 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .execute(&mut *tx)
         .await?;
     }
-    let rows = sqlx::query(
-        "SELECT client_id FROM clients WHERE source = 'config' AND disabled_at IS NULL",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = sqlx::query("SELECT client_id FROM clients WHERE source = 'config' AND disabled_at IS NULL")
+        .fetch_all(&mut *tx)
+        .await?;
     for row in rows {
         let id: String = row.try_get(0)?;
         if !clients.iter().any(|c| c.client_id == id) {
@@ -126,8 +126,6 @@ impl FromRequestParts<AppState> for AuthClient {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(&state.db, &parts.headers)
-            .await
-            .map(AuthClient)
+        authenticate(&state.db, &parts.headers).await.map(AuthClient)
     }
 }

@@ -10,12 +10,10 @@
 
 use hermod_shared::enrolment;
 use hermod_shared::wire::{
-    rfc3339, CommandView, CreateCommand, Decision, DeviceResponse, EnrolRequest, EnrolResponse,
-    Enrolment, MailboxCommand,
+    rfc3339, CommandView, CreateCommand, Decision, DeviceResponse, EnrolRequest, EnrolResponse, Enrolment,
+    MailboxCommand,
 };
-use hermod_shared::{
-    CommandId, CommandStatus, CommandType, DeviceId, ErrorCode, Lifetimes, UserId,
-};
+use hermod_shared::{CommandId, CommandStatus, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
 use serde_json::{json, Value};
 use sqlx::AnyConnection;
 use std::time::Duration;
@@ -95,10 +93,7 @@ impl CommandRow {
             device_id: self.device_id.as_deref().and_then(DeviceId::parse),
             user_id: self.user_id.as_deref().and_then(UserId::parse),
             payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
-            result: self
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str(r).ok()),
+            result: self.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
             answered_by: self.answered_by.as_deref().and_then(DeviceId::parse),
             timeout: self.timeout_secs as u32,
             lifespan: self.lifespan_secs as u32,
@@ -185,12 +180,7 @@ pub async fn create(
                 "give device_id or user_id, not both",
             ))
         }
-        (None, None) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "give device_id or user_id",
-            ))
-        }
+        (None, None) => return Err(ApiError::new(ErrorCode::InvalidRequest, "give device_id or user_id")),
         (Some(_), None) if is_provision => {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -258,9 +248,7 @@ pub async fn create(
         drop(tx);
         let key = idempotency_key.expect("only an idempotency key can conflict");
         let row = by_idempotency_key(state, client, key, request_hash).await?;
-        return row
-            .map(|r| (r, true))
-            .ok_or_else(|| ErrorCode::Internal.into());
+        return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
     }
     if !is_provision {
         let (mail_device, mail_user) = match &req.device_id {
@@ -278,10 +266,9 @@ pub async fn create(
         .execute(&mut *tx)
         .await?;
     }
-    let row = fetch(&mut tx, id.as_str())
-        .await?
-        .ok_or(ErrorCode::Internal)?;
+    let row = fetch(&mut tx, id.as_str()).await?.ok_or(ErrorCode::Internal)?;
     tx.commit().await?;
+    state.metrics.commands_created.inc();
     wake_mailbox(state, &row);
     Ok((row, false))
 }
@@ -318,12 +305,7 @@ fn wake_mailbox(state: &AppState, row: &CommandRow) {
 
 /// Long-polls a command: returns when its status differs from what it was when asked, when it
 /// is final, or after `wait`.
-pub async fn wait_for_change(
-    state: &AppState,
-    client: &Client,
-    id: &str,
-    wait: Duration,
-) -> ApiResult<CommandRow> {
+pub async fn wait_for_change(state: &AppState, client: &Client, id: &str, wait: Duration) -> ApiResult<CommandRow> {
     let mut sub = state.wakeups.subscribe(wake::command_key(id));
     let row = get(state, client, id).await?;
     let first = row.status_at(now_ms());
@@ -451,8 +433,7 @@ fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {
 
 /// Enrols a device with the single-use token of a `provision` command, which it completes.
 pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolResponse> {
-    let command_id = enrolment::verify_token(&state.server_key, &req.token)
-        .ok_or(ErrorCode::InvalidEnrolmentToken)?;
+    let command_id = enrolment::verify_token(&state.server_key, &req.token).ok_or(ErrorCode::InvalidEnrolmentToken)?;
     if req
         .name
         .as_ref()
@@ -500,8 +481,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     after_final(state, &row, queued);
     tracing::info!(device_id = %device_id, command_id = %row.id, "device enrolled");
     Ok(EnrolResponse {
-        device_secret: hermod_shared::signing::DeviceSecret::derive(&state.server_key, &device_id)
-            .to_base64(),
+        device_secret: hermod_shared::signing::DeviceSecret::derive(&state.server_key, &device_id).to_base64(),
         device_id,
         user_id,
         server_time: now,
@@ -523,11 +503,13 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
         let mut queued = false;
         let mut tx = state.db.write.begin().await?;
         for row in due {
-            let done = sqlx::query(&format!("UPDATE commands SET status = 'expired', completed_at = $1 WHERE id = $2 AND status IN {OPEN}"))
-                .bind(now)
-                .bind(&row.id)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(&format!(
+                "UPDATE commands SET status = 'expired', completed_at = $1 WHERE id = $2 AND status IN {OPEN}"
+            ))
+            .bind(now)
+            .bind(&row.id)
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() == 1 {
                 let row = fetch(&mut tx, &row.id)
                     .await?
@@ -564,12 +546,10 @@ pub async fn mark_delivered(state: &AppState, ids: &[String]) -> ApiResult<()> {
     let mut tx = state.db.write.begin().await?;
     let mut changed = Vec::new();
     for id in ids {
-        let r = sqlx::query(
-            "UPDATE commands SET status = 'delivered' WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query("UPDATE commands SET status = 'delivered' WHERE id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if r.rows_affected() == 1 {
             changed.push(id);
         }

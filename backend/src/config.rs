@@ -182,20 +182,25 @@ pub struct CallbackSettings {
     pub jitter: f64,
     /// Seconds one attempt may take.
     pub request_timeout: f64,
-    /// Deliveries in flight at once.
+    /// Deliveries in flight at once, over all receivers.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one client's receiver, so a slow one cannot hold up
+    /// the others.
+    pub per_receiver_concurrency: usize,
+    /// Least seconds to wait after a timeout or a 429 before trying that event again.
+    pub overload_pause: f64,
 }
 
 impl Default for CallbackSettings {
     fn default() -> Self {
         Self {
             // 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h: about 23 h in all.
-            retry_schedule: vec![
-                5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0,
-            ],
+            retry_schedule: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0],
             jitter: 0.2,
             request_timeout: 15.0,
             concurrency: 32,
+            per_receiver_concurrency: 4,
+            overload_pause: 60.0,
         }
     }
 }
@@ -209,11 +214,7 @@ impl Settings {
             figment = figment.merge(Yaml::file(file));
         }
         let settings: Settings = figment
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            )
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(
                 Env::prefixed("HERMOD_")
                     .ignore(&["SERVER_KEY", "LOG"])
@@ -232,14 +233,8 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        hermod_shared::Lifetimes::new(
-            self.commands.default_timeout,
-            self.commands.default_lifespan,
-        )
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "commands.default-timeout must be positive and less than commands.default-lifespan"
-            )
+        hermod_shared::Lifetimes::new(self.commands.default_timeout, self.commands.default_lifespan).map_err(|_| {
+            anyhow::anyhow!("commands.default-timeout must be positive and less than commands.default-lifespan")
         })?;
         let mut seen = std::collections::HashSet::new();
         for c in &self.allowed_clients {
@@ -257,15 +252,10 @@ impl Settings {
                 "allowed-clients: the key of {} is shorter than 32 characters",
                 c.client_id
             );
-            anyhow::ensure!(
-                !c.group.is_empty(),
-                "allowed-clients: {} has no group",
-                c.client_id
-            );
+            anyhow::ensure!(!c.group.is_empty(), "allowed-clients: {} has no group", c.client_id);
             if let Some(url) = &c.callback_url {
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    anyhow::anyhow!("allowed-clients: callback-url of {}: {e}", c.client_id)
-                })?;
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("allowed-clients: callback-url of {}: {e}", c.client_id))?;
                 anyhow::ensure!(
                     matches!(parsed.scheme(), "http" | "https"),
                     "allowed-clients: callback-url of {} must be http or https",
@@ -287,10 +277,7 @@ impl Settings {
                 );
             }
         }
-        anyhow::ensure!(
-            self.callbacks.concurrency > 0,
-            "callbacks.concurrency must be positive"
-        );
+        anyhow::ensure!(self.callbacks.concurrency > 0, "callbacks.concurrency must be positive");
         anyhow::ensure!(
             (0.0..1.0).contains(&self.callbacks.jitter),
             "callbacks.jitter must be in [0, 1)"

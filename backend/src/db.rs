@@ -21,8 +21,7 @@ pub struct Db {
 }
 
 /// Set on every connection. WAL itself is persistent in the file.
-const PRAGMAS: &str =
-    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -39,9 +38,7 @@ impl Db {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => Self::connect_sqlite(url).await,
-            other => anyhow::bail!(
-                "unsupported database scheme {other:?} (this build runs on sqlite://)"
-            ),
+            other => anyhow::bail!("unsupported database scheme {other:?} (this build runs on sqlite://)"),
         }
     }
 
@@ -101,18 +98,17 @@ impl Db {
             let key = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .context("HERMOD_SERVER_KEY is not base64")?;
-            anyhow::ensure!(
-                key.len() >= 32,
-                "HERMOD_SERVER_KEY must hold at least 32 bytes"
-            );
+            anyhow::ensure!(key.len() >= 32, "HERMOD_SERVER_KEY must hold at least 32 bytes");
             return Ok(key);
         }
         let fresh: [u8; 32] = rand::random();
-        sqlx::query("INSERT INTO server_keys (name, secret, created_at) VALUES ('root', $1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(fresh.to_vec())
-            .bind(now_ms())
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "INSERT INTO server_keys (name, secret, created_at) VALUES ('root', $1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(fresh.to_vec())
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
         let row: AnyRow = sqlx::query("SELECT secret FROM server_keys WHERE name = 'root'")
             .fetch_one(&self.write)
             .await?;

@@ -45,11 +45,7 @@ fn nonce() -> String {
 
 impl DeviceClient {
     /// Enrols with a `hermod://enrol?...` link (or a bare token, given the mailbox URL).
-    pub async fn enrol(
-        link_or_token: &str,
-        ms_url: Option<&str>,
-        name: Option<&str>,
-    ) -> anyhow::Result<Self> {
+    pub async fn enrol(link_or_token: &str, ms_url: Option<&str>, name: Option<&str>) -> anyhow::Result<Self> {
         let (ms_url, token) = match enrolment::parse_deep_link(link_or_token) {
             Some((ms, token)) => (ms_url.map(str::to_owned).unwrap_or(ms), token),
             None => (
@@ -89,8 +85,8 @@ impl DeviceClient {
     }
 
     pub fn from_state(state: DeviceState) -> anyhow::Result<Self> {
-        let secret = DeviceSecret::from_base64(&state.device_secret)
-            .context("device secret is not 32 bytes of base64")?;
+        let secret =
+            DeviceSecret::from_base64(&state.device_secret).context("device secret is not 32 bytes of base64")?;
         Ok(Self {
             http: reqwest::Client::new(),
             state,
@@ -100,8 +96,7 @@ impl DeviceClient {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_state(serde_json::from_str(&text)?)
     }
 
@@ -146,9 +141,7 @@ impl DeviceClient {
             .header(signing::HEADER_NONCE, &h.nonce)
             .header(signing::HEADER_SIGNATURE, &h.signature);
         if !body.is_empty() {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
+            request = request.header("content-type", "application/json").body(body);
         }
         Ok(request.send().await?)
     }
@@ -156,9 +149,7 @@ impl DeviceClient {
     /// Reads the mailbox after the saved cursor, waiting up to `wait` seconds, and advances it.
     pub async fn poll(&mut self, wait: u32) -> anyhow::Result<MailboxPage> {
         let suffix = format!("/mailbox?cursor={}&wait={wait}", self.state.cursor);
-        let response = self
-            .signed(reqwest::Method::GET, &suffix, Vec::new())
-            .await?;
+        let response = self.signed(reqwest::Method::GET, &suffix, Vec::new()).await?;
         if !response.status().is_success() {
             bail!(
                 "mailbox refused: {} {}",
@@ -179,22 +170,13 @@ impl DeviceClient {
         decision: Decision,
         data: Option<Value>,
     ) -> anyhow::Result<reqwest::Response> {
-        let body = serde_json::to_vec(&DeviceResponse {
-            result: decision,
-            data,
-        })?;
-        self.signed(
-            reqwest::Method::POST,
-            &format!("/commands/{id}/response"),
-            body,
-        )
-        .await
+        let body = serde_json::to_vec(&DeviceResponse { result: decision, data })?;
+        self.signed(reqwest::Method::POST, &format!("/commands/{id}/response"), body)
+            .await
     }
 
     pub async fn lifesign(&self) -> anyhow::Result<Value> {
-        let response = self
-            .signed(reqwest::Method::POST, "/lifesign", Vec::new())
-            .await?;
+        let response = self.signed(reqwest::Method::POST, "/lifesign", Vec::new()).await?;
         if !response.status().is_success() {
             bail!("lifesign refused: {}", response.status());
         }

@@ -70,16 +70,7 @@ pub async fn verify_request(
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let now = now_ms();
     let window = state.settings.devices.signature_window;
-    signing::verify(
-        &secret,
-        &signed,
-        method.as_str(),
-        path,
-        body,
-        now / 1000,
-        window,
-    )
-    .map_err(refuse)?;
+    signing::verify(&secret, &signed, method.as_str(), path, body, now / 1000, window).map_err(refuse)?;
     let fresh = sqlx::query("INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (device_id, nonce) DO NOTHING")
         .bind(&device.id)
         .bind(&signed.nonce)
@@ -108,11 +99,7 @@ async fn touch(state: &AppState, device: &DeviceRow, now: i64) -> ApiResult<()> 
 }
 
 /// A device of the client's group.
-pub async fn get_for_client(
-    state: &AppState,
-    client: &Client,
-    device_id: &str,
-) -> ApiResult<DeviceRow> {
+pub async fn get_for_client(state: &AppState, client: &Client, device_id: &str) -> ApiResult<DeviceRow> {
     let row: Option<DeviceRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL"
     ))
@@ -124,11 +111,7 @@ pub async fn get_for_client(
 }
 
 /// The devices of a user in the client's group.
-pub async fn list_for_user(
-    state: &AppState,
-    client: &Client,
-    user_id: &str,
-) -> ApiResult<Vec<DeviceRow>> {
+pub async fn list_for_user(state: &AppState, client: &Client, user_id: &str) -> ApiResult<Vec<DeviceRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL ORDER BY enrolled_at"
     ))

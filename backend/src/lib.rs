@@ -15,6 +15,7 @@ pub mod error;
 pub mod gen_client;
 pub mod http;
 pub mod mailbox;
+pub mod metrics;
 pub mod receiver;
 pub mod tls;
 pub mod wake;

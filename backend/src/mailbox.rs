@@ -23,12 +23,7 @@ struct EventRow {
     command: CommandRow,
 }
 
-pub async fn poll(
-    state: &AppState,
-    device: &DeviceRow,
-    cursor: i64,
-    wait: Duration,
-) -> ApiResult<MailboxPage> {
+pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Duration) -> ApiResult<MailboxPage> {
     let mut by_device = state.wakeups.subscribe(wake::device_key(&device.id));
     let mut by_user = state
         .wakeups
@@ -57,11 +52,7 @@ pub async fn poll(
     }
 }
 
-async fn read(
-    state: &AppState,
-    device: &DeviceRow,
-    cursor: i64,
-) -> ApiResult<(Vec<MailboxItem>, i64)> {
+async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
     let columns = COLUMNS
         .split(", ")
         .map(|c| format!("c.{c}"))

@@ -10,18 +10,8 @@ use std::sync::Arc;
 
 use crate::db::now_ms;
 
-async fn receive(
-    State(secret): State<Arc<Option<WebhookSecret>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+async fn receive(State(secret): State<Arc<Option<WebhookSecret>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let verdict = match secret.as_ref() {
         None => "not checked (no --secret)".to_owned(),
         Some(s) => match webhook::verify(
@@ -53,10 +43,7 @@ async fn receive(
 pub async fn run(address: SocketAddr, secret: Option<&str>) -> anyhow::Result<()> {
     let secret = match secret {
         None => None,
-        Some(s) => Some(
-            WebhookSecret::parse(s)
-                .ok_or_else(|| anyhow::anyhow!("--secret must be a whsec_ secret"))?,
-        ),
+        Some(s) => Some(WebhookSecret::parse(s).ok_or_else(|| anyhow::anyhow!("--secret must be a whsec_ secret"))?),
     };
     let router = axum::Router::new()
         .route("/", axum::routing::post(receive))

@@ -72,10 +72,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.rx.take());
         let mut slots = self.wakeups.slots.lock().expect("wakeups lock");
-        if slots
-            .get(&self.key)
-            .is_some_and(|tx| tx.receiver_count() == 0)
-        {
+        if slots.get(&self.key).is_some_and(|tx| tx.receiver_count() == 0) {
             slots.remove(&self.key);
         }
     }
@@ -95,11 +92,9 @@ mod tests {
             .await
             .unwrap();
         w.wake(&device_key("other"));
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), sub.changed())
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), sub.changed())
+            .await
+            .is_err());
         assert_eq!(w.waiting(), 1);
         drop(sub);
         assert_eq!(w.waiting(), 0);

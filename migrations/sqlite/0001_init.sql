@@ -33,6 +33,8 @@ CREATE TABLE clients (
     callback_basic_auth TEXT,
     -- Space-separated whsec_ secrets, each signs every callback (two during a rotation).
     callback_secrets    TEXT,
+    -- Set when the receiver answered 410 Gone: nothing more is sent until a recovery or a new URL.
+    callback_disabled_at INTEGER,
     source              TEXT NOT NULL,
     created_at          INTEGER NOT NULL,
     disabled_at         INTEGER

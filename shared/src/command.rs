@@ -35,14 +35,12 @@ impl CommandType {
             "certificate" => Self::Certificate,
             "ping" => Self::Ping,
             custom => {
-                let rest = custom
-                    .strip_prefix("x-")
-                    .ok_or(ErrorCode::UnknownCommandType)?;
+                let rest = custom.strip_prefix("x-").ok_or(ErrorCode::UnknownCommandType)?;
                 let valid = !rest.is_empty()
                     && rest.len() <= 64
-                    && rest.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                    });
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
                 if !valid {
                     return Err(ErrorCode::UnknownCommandType);
                 }
@@ -201,8 +199,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(s: &str) -> Option<Self> {
-        let ok =
-            !s.is_empty() && s.len() <= 128 && s.trim() == s && !s.chars().any(|c| c.is_control());
+        let ok = !s.is_empty() && s.len() <= 128 && s.trim() == s && !s.chars().any(|c| c.is_control());
         ok.then(|| Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -265,11 +262,7 @@ mod tests {
             "Ping",
             &format!("x-{}", "a".repeat(65)),
         ] {
-            assert_eq!(
-                CommandType::parse(bad),
-                Err(ErrorCode::UnknownCommandType),
-                "{bad:?}"
-            );
+            assert_eq!(CommandType::parse(bad), Err(ErrorCode::UnknownCommandType), "{bad:?}");
         }
     }
 
@@ -279,10 +272,7 @@ mod tests {
         assert_eq!(id.as_str(), format!("cmd_{}", "ab".repeat(16)));
         assert_eq!(CommandId::parse(id.as_str()), Some(id.clone()));
         assert_eq!(CommandId::parse(&id.as_str().replace("cmd_", "dev_")), None);
-        assert_eq!(
-            CommandId::parse("cmd_ABABABABABABABABABABABABABABABAB"),
-            None
-        );
+        assert_eq!(CommandId::parse("cmd_ABABABABABABABABABABABABABABABAB"), None);
         assert_eq!(CommandId::parse("cmd_ab"), None);
         assert!(DeviceId::parse(DeviceId::from_random([1; 16]).as_str()).is_some());
     }

@@ -125,11 +125,11 @@ mod tests {
 
     #[test]
     fn deep_links_round_trip() {
-        let link = deep_link(
-            "https://msg.example.com:8443/hermod/rest/ms",
-            "cmd_ab.x-y_z",
+        let link = deep_link("https://msg.example.com:8443/hermod/rest/ms", "cmd_ab.x-y_z");
+        assert_eq!(
+            link,
+            "hermod://enrol?ms=https%3A%2F%2Fmsg.example.com%3A8443%2Fhermod%2Frest%2Fms&token=cmd_ab.x-y_z"
         );
-        assert_eq!(link, "hermod://enrol?ms=https%3A%2F%2Fmsg.example.com%3A8443%2Fhermod%2Frest%2Fms&token=cmd_ab.x-y_z");
         assert_eq!(
             parse_deep_link(&link),
             Some((

@@ -37,11 +37,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             MalformedJson | InvalidRequest | UnknownCommandType | InvalidLifetimes => 400,
-            InvalidCredentials
-            | InvalidSignature
-            | StaleRequest
-            | ReplayedRequest
-            | InvalidEnrolmentToken => 401,
+            InvalidCredentials | InvalidSignature | StaleRequest | ReplayedRequest | InvalidEnrolmentToken => 401,
             NotAddressedToDevice => 403,
             CommandNotFound | DeviceNotFound | UserHasNoDevice | NotFound => 404,
             MethodNotAllowed => 405,
@@ -154,10 +150,7 @@ mod tests {
 
     #[test]
     fn problem_shape_is_stable() {
-        let p = Problem::new(
-            ErrorCode::InvalidLifetimes,
-            Some("timeout 60 >= lifespan 60".into()),
-        );
+        let p = Problem::new(ErrorCode::InvalidLifetimes, Some("timeout 60 >= lifespan 60".into()));
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(
             json,

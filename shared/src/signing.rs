@@ -114,15 +114,11 @@ impl SignedHeaders {
         nonce: Option<&str>,
         signature: Option<&str>,
     ) -> Result<Self, SignatureError> {
-        let device = device
-            .and_then(DeviceId::parse)
-            .ok_or(SignatureError::Malformed)?;
+        let device = device.and_then(DeviceId::parse).ok_or(SignatureError::Malformed)?;
         let timestamp = timestamp
             .and_then(|t| t.parse::<i64>().ok())
             .ok_or(SignatureError::Malformed)?;
-        let nonce = nonce
-            .filter(|n| valid_nonce(n))
-            .ok_or(SignatureError::Malformed)?;
+        let nonce = nonce.filter(|n| valid_nonce(n)).ok_or(SignatureError::Malformed)?;
         let signature = signature
             .filter(|s| !s.is_empty() && s.len() <= 128)
             .ok_or(SignatureError::Malformed)?;
@@ -137,19 +133,10 @@ impl SignedHeaders {
 
 /// A nonce is 16–64 characters of `[A-Za-z0-9_-]`.
 fn valid_nonce(n: &str) -> bool {
-    (16..=64).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (16..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn canonical(
-    device: &DeviceId,
-    method: &str,
-    path: &str,
-    timestamp: i64,
-    nonce: &str,
-    body: &[u8],
-) -> String {
+fn canonical(device: &DeviceId, method: &str, path: &str, timestamp: i64, nonce: &str, body: &[u8]) -> String {
     format!(
         "HERMOD-DEVICE-V1\n{}\n{}\n{}\n{}\n{}\n{}",
         device.as_str(),
@@ -212,8 +199,7 @@ pub fn verify(
         body,
     ));
     // verify_slice compares in constant time and refuses a signature of another length.
-    mac.verify_slice(&given)
-        .map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
 }
 
 /// Remembers the nonces seen within the window, in memory. Entries older than the window are
@@ -225,12 +211,7 @@ pub struct NonceLedger {
 
 impl NonceLedger {
     /// Records the nonce of an already verified request, or refuses it as a replay.
-    pub fn record(
-        &mut self,
-        headers: &SignedHeaders,
-        now: i64,
-        window_secs: i64,
-    ) -> Result<(), SignatureError> {
+    pub fn record(&mut self, headers: &SignedHeaders, now: i64, window_secs: i64) -> Result<(), SignatureError> {
         self.seen.retain(|_, ts| *ts >= now - window_secs);
         let key = (headers.device.clone(), headers.nonce.clone());
         if self.seen.contains_key(&key) {
@@ -271,18 +252,9 @@ mod tests {
     fn pinned_vector() {
         // Computed independently (Python hmac/hashlib). Pinned so that a change of the canonical string or the derivation breaks this test
         // before it breaks every enrolled device.
-        assert_eq!(
-            secret().to_base64(),
-            "vFcH7StT+tAdMALOrXIf2WoU5UxQx4JsG8/vbeJOltM="
-        );
-        assert_eq!(
-            signed(b"{}").signature,
-            "ltkps26lvgoyvCKu2prRSBiv6R91bVWshhRYcRelU8A="
-        );
-        assert_eq!(
-            signed(b"").signature,
-            "PIBiN1ilDllJDGjSWS0C+cw5qv/Z26ZrwnI2tN/vMFE="
-        );
+        assert_eq!(secret().to_base64(), "vFcH7StT+tAdMALOrXIf2WoU5UxQx4JsG8/vbeJOltM=");
+        assert_eq!(signed(b"{}").signature, "ltkps26lvgoyvCKu2prRSBiv6R91bVWshhRYcRelU8A=");
+        assert_eq!(signed(b"").signature, "PIBiN1ilDllJDGjSWS0C+cw5qv/Z26ZrwnI2tN/vMFE=");
     }
 
     #[test]
@@ -290,15 +262,7 @@ mod tests {
         let h = signed(b"{}");
         for now in [NOW, NOW - 300, NOW + 300] {
             assert_eq!(
-                verify(
-                    &secret(),
-                    &h,
-                    "POST",
-                    "/ms/mailbox?cursor=3",
-                    b"{}",
-                    now,
-                    300
-                ),
+                verify(&secret(), &h, "POST", "/ms/mailbox?cursor=3", b"{}", now, 300),
                 Ok(())
             );
         }
@@ -307,9 +271,7 @@ mod tests {
     #[test]
     fn tampering_is_refused() {
         let h = signed(b"{}");
-        let v = |h: &SignedHeaders, method, path, body: &[u8]| {
-            verify(&secret(), h, method, path, body, NOW, 300)
-        };
+        let v = |h: &SignedHeaders, method, path, body: &[u8]| verify(&secret(), h, method, path, body, NOW, 300);
         assert_eq!(
             v(&h, "GET", "/ms/mailbox?cursor=3", b"{}"),
             Err(SignatureError::Mismatch)
@@ -336,15 +298,7 @@ mod tests {
         for sig in ["", "AA==", &full[..full.len() - 4], "not base64 at all!"] {
             h.signature = sig.to_owned();
             assert_eq!(
-                verify(
-                    &secret(),
-                    &h,
-                    "POST",
-                    "/ms/mailbox?cursor=3",
-                    b"{}",
-                    NOW,
-                    300
-                ),
+                verify(&secret(), &h, "POST", "/ms/mailbox?cursor=3", b"{}", NOW, 300),
                 Err(SignatureError::Mismatch),
                 "{sig:?}"
             );
@@ -364,27 +318,11 @@ mod tests {
     fn stale_and_future_timestamps_are_refused() {
         let h = signed(b"{}");
         assert_eq!(
-            verify(
-                &secret(),
-                &h,
-                "POST",
-                "/ms/mailbox?cursor=3",
-                b"{}",
-                NOW + 301,
-                300
-            ),
+            verify(&secret(), &h, "POST", "/ms/mailbox?cursor=3", b"{}", NOW + 301, 300),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify(
-                &secret(),
-                &h,
-                "POST",
-                "/ms/mailbox?cursor=3",
-                b"{}",
-                NOW - 301,
-                300
-            ),
+            verify(&secret(), &h, "POST", "/ms/mailbox?cursor=3", b"{}", NOW - 301, 300),
             Err(SignatureError::Future)
         );
     }
@@ -394,10 +332,7 @@ mod tests {
         let mut ledger = NonceLedger::default();
         let h = signed(b"{}");
         assert_eq!(ledger.record(&h, NOW, 300), Ok(()));
-        assert_eq!(
-            ledger.record(&h, NOW + 10, 300),
-            Err(SignatureError::Replayed)
-        );
+        assert_eq!(ledger.record(&h, NOW + 10, 300), Err(SignatureError::Replayed));
         let fresh = sign(
             &secret(),
             &device(),
@@ -414,20 +349,10 @@ mod tests {
     fn header_parsing() {
         let dev = device();
         let dev = dev.as_str();
-        let ok = SignedHeaders::parse(
-            Some(dev),
-            Some("17"),
-            Some("nonce-0123456789abcdef"),
-            Some("c2ln"),
-        );
+        let ok = SignedHeaders::parse(Some(dev), Some("17"), Some("nonce-0123456789abcdef"), Some("c2ln"));
         assert!(ok.is_ok());
         let cases = [
-            (
-                None,
-                Some("17"),
-                Some("nonce-0123456789abcdef"),
-                Some("c2ln"),
-            ),
+            (None, Some("17"), Some("nonce-0123456789abcdef"), Some("c2ln")),
             (
                 Some("dev_bad"),
                 Some("17"),
@@ -441,19 +366,11 @@ mod tests {
                 Some("c2ln"),
             ),
             (Some(dev), Some("17"), Some("short"), Some("c2ln")),
-            (
-                Some(dev),
-                Some("17"),
-                Some("nonce with spaces 123"),
-                Some("c2ln"),
-            ),
+            (Some(dev), Some("17"), Some("nonce with spaces 123"), Some("c2ln")),
             (Some(dev), Some("17"), Some("nonce-0123456789abcdef"), None),
         ];
         for (d, t, n, s) in cases {
-            assert_eq!(
-                SignedHeaders::parse(d, t, n, s),
-                Err(SignatureError::Malformed)
-            );
+            assert_eq!(SignedHeaders::parse(d, t, n, s), Err(SignatureError::Malformed));
         }
     }
 

@@ -65,12 +65,7 @@ impl WebhookSecret {
 }
 
 /// The `webhook-signature` header value: one signature per active secret.
-pub fn signature_header(
-    secrets: &[WebhookSecret],
-    msg_id: &str,
-    timestamp: i64,
-    payload: &[u8],
-) -> String {
+pub fn signature_header(secrets: &[WebhookSecret], msg_id: &str, timestamp: i64, payload: &[u8]) -> String {
     secrets
         .iter()
         .map(|s| s.sign(msg_id, timestamp, payload))
@@ -101,10 +96,7 @@ pub fn verify(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<(), WebhookError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| WebhookError::MalformedTimestamp)?;
+    let ts: i64 = timestamp.trim().parse().map_err(|_| WebhookError::MalformedTimestamp)?;
     if ts < now - tolerance_secs {
         return Err(WebhookError::Stale);
     }
@@ -147,15 +139,7 @@ mod tests {
         assert_eq!(secret().sign(SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
         assert_eq!(secret().expose(), SPEC_SECRET);
         assert_eq!(
-            verify(
-                &[secret()],
-                SPEC_ID,
-                "1614265330",
-                SPEC_SIG,
-                SPEC_BODY,
-                SPEC_TS,
-                300
-            ),
+            verify(&[secret()], SPEC_ID, "1614265330", SPEC_SIG, SPEC_BODY, SPEC_TS, 300),
             Ok(())
         );
     }
@@ -163,21 +147,14 @@ mod tests {
     #[test]
     fn wrong_secret_empty_and_truncated_signatures_fail() {
         let other = WebhookSecret::from_bytes([7; 32]);
-        let v = |secrets: &[WebhookSecret], sig: &str| {
-            verify(secrets, SPEC_ID, "1614265330", sig, SPEC_BODY, SPEC_TS, 300)
-        };
-        assert_eq!(
-            v(std::slice::from_ref(&other), SPEC_SIG),
-            Err(WebhookError::NoMatch)
-        );
+        let v =
+            |secrets: &[WebhookSecret], sig: &str| verify(secrets, SPEC_ID, "1614265330", sig, SPEC_BODY, SPEC_TS, 300);
+        assert_eq!(v(std::slice::from_ref(&other), SPEC_SIG), Err(WebhookError::NoMatch));
         assert_eq!(v(&[secret()], "v1,"), Err(WebhookError::NoMatch));
         assert_eq!(v(&[secret()], ""), Err(WebhookError::NoMatch));
         assert_eq!(v(&[secret()], &SPEC_SIG[..20]), Err(WebhookError::NoMatch));
         assert_eq!(
-            v(
-                &[secret()],
-                "v1a,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-            ),
+            v(&[secret()], "v1a,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
             Err(WebhookError::NoMatch)
         );
         // A tampered body.
@@ -222,15 +199,7 @@ mod tests {
             Err(WebhookError::Future)
         );
         assert_eq!(
-            verify(
-                &[secret()],
-                SPEC_ID,
-                "soon",
-                SPEC_SIG,
-                SPEC_BODY,
-                SPEC_TS,
-                300
-            ),
+            verify(&[secret()], SPEC_ID, "soon", SPEC_SIG, SPEC_BODY, SPEC_TS, 300),
             Err(WebhookError::MalformedTimestamp)
         );
     }
@@ -241,27 +210,11 @@ mod tests {
         let header = signature_header(&[secret(), new.clone()], SPEC_ID, SPEC_TS, SPEC_BODY);
         assert!(header.starts_with(SPEC_SIG) && header.contains(' '));
         assert_eq!(
-            verify(
-                &[new],
-                SPEC_ID,
-                "1614265330",
-                &header,
-                SPEC_BODY,
-                SPEC_TS,
-                300
-            ),
+            verify(&[new], SPEC_ID, "1614265330", &header, SPEC_BODY, SPEC_TS, 300),
             Ok(())
         );
         assert_eq!(
-            verify(
-                &[secret()],
-                SPEC_ID,
-                "1614265330",
-                &header,
-                SPEC_BODY,
-                SPEC_TS,
-                300
-            ),
+            verify(&[secret()], SPEC_ID, "1614265330", &header, SPEC_BODY, SPEC_TS, 300),
             Ok(())
         );
     }

@@ -200,6 +200,75 @@ pub struct CallbackEvent {
     pub data: CommandView,
 }
 
+/// Where a callback event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Out of retries, or its receiver answered 410 Gone: kept, and recoverable.
+    Dead,
+}
+
+/// One attempt to deliver a callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CallbackAttempt {
+    pub at: String,
+    /// The receiver's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub duration_ms: i64,
+    /// The start of the receiver's answer (at most 4 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// Why there was no answer (timeout, connection refused, TLS…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A callback event and its delivery so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CallbackDelivery {
+    /// The `webhook-id` header: the same on every attempt.
+    pub id: String,
+    pub command_id: CommandId,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub attempt_log: Vec<CallbackAttempt>,
+}
+
+/// `POST /command/callbacks/recover`: send again every dead callback of the client created in
+/// `[since, until)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// RFC 3339.
+    pub since: String,
+    /// RFC 3339; now when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RecoverResult {
+    /// How many dead callbacks were queued again.
+    pub requeued: u64,
+}
+
 /// RFC 3339 UTC with milliseconds, from unix milliseconds (proleptic Gregorian calendar).
 pub fn rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
@@ -238,9 +307,7 @@ mod tests {
 
     #[test]
     fn create_command_refuses_unknown_fields() {
-        assert!(
-            serde_json::from_str::<CreateCommand>(r#"{"user_id":"alice","timeout":5}"#).is_ok()
-        );
+        assert!(serde_json::from_str::<CreateCommand>(r#"{"user_id":"alice","timeout":5}"#).is_ok());
         assert!(serde_json::from_str::<CreateCommand>(r#"{"userId":"alice"}"#).is_err());
         assert!(serde_json::from_str::<CreateCommand>(r#"{"device_id":"dev_nope"}"#).is_err());
     }

@@ -35,12 +35,7 @@ fn signed(
 ) -> reqwest::RequestBuilder {
     let path = format!("/ms{suffix}");
     let secret = DeviceSecret::from_base64(&device.state.device_secret).unwrap();
-    let ts = now_s()
-        + if let Spoil::Timestamp(off) = spoil {
-            off
-        } else {
-            0
-        };
+    let ts = now_s() + if let Spoil::Timestamp(off) = spoil { off } else { 0 };
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let mut h = signing::sign(
         &secret,
@@ -92,24 +87,18 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
 
     // The scene: alice's and bob's devices in idm's group, olga's in another group; an open,
     // an answered, a cancelled and an expired command; a used enrolment token.
-    let provision = app
-        .create_ok(&idm, "provision", json!({ "user_id": "alice" }))
-        .await;
+    let provision = app.create_ok(&idm, "provision", json!({ "user_id": "alice" })).await;
     let used_token = provision["enrolment"]["token"].as_str().unwrap().to_owned();
     let mut alice = DeviceClient::enrol(&used_token, Some(&app.ms_url()), None)
         .await
         .unwrap();
     let bob = app.enrol(&idm, "bob").await;
     let olga = app.enrol(&other, "olga").await;
-    let open = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "alice" }))
-        .await["id"]
+    let open = app.create_ok(&idm, "authenticate", json!({ "user_id": "alice" })).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let for_bob = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "bob" }))
-        .await["id"]
+    let for_bob = app.create_ok(&idm, "authenticate", json!({ "user_id": "bob" })).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -119,9 +108,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let cancelled = app
-        .create_ok(&idm, "ping", json!({ "user_id": "alice" }))
-        .await["id"]
+    let cancelled = app.create_ok(&idm, "ping", json!({ "user_id": "alice" })).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -155,20 +142,10 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             .status(),
         200
     );
-    assert_eq!(
-        app.delete(&idm, &format!("/command/{cancelled}")).await.0,
-        200
-    );
+    assert_eq!(app.delete(&idm, &format!("/command/{cancelled}")).await.0, 200);
     app.receiver.callback_for(&expired).await;
     // A request whose exact bytes will be replayed.
-    let replayable = signed(
-        &app,
-        &alice,
-        reqwest::Method::POST,
-        "/lifesign",
-        b"",
-        Spoil::None,
-    );
+    let replayable = signed(&app, &alice, reqwest::Method::POST, "/lifesign", b"", Spoil::None);
     let replay = replayable.try_clone().unwrap();
     assert_eq!(replayable.send().await.unwrap().status(), 200);
 
@@ -251,12 +228,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "unknown command type",
-            create(
-                "authenticat",
-                Some(&idm),
-                "application/json",
-                alice_user.clone(),
-            ),
+            create("authenticat", Some(&idm), "application/json", alice_user.clone()),
             400,
             "unknown_command_type",
         ),
@@ -279,23 +251,13 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "wrong key",
-            create(
-                "authenticate",
-                Some(&bad_key),
-                "application/json",
-                alice_user.clone(),
-            ),
+            create("authenticate", Some(&bad_key), "application/json", alice_user.clone()),
             401,
             "invalid_credentials",
         ),
         (
             "unknown client",
-            create(
-                "authenticate",
-                Some(&nobody),
-                "application/json",
-                alice_user.clone(),
-            ),
+            create("authenticate", Some(&nobody), "application/json", alice_user.clone()),
             401,
             "invalid_credentials",
         ),
@@ -376,12 +338,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "no target",
-            create(
-                "authenticate",
-                Some(&idm),
-                "application/json",
-                json_body(json!({})),
-            ),
+            create("authenticate", Some(&idm), "application/json", json_body(json!({}))),
             400,
             "invalid_request",
         ),
@@ -433,10 +390,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "unknown command",
-            get(&format!(
-                "/command/{}",
-                hermod_shared::CommandId::from_random([1; 16])
-            )),
+            get(&format!("/command/{}", hermod_shared::CommandId::from_random([1; 16]))),
             404,
             "command_not_found",
         ),
@@ -468,45 +422,25 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "stale timestamp",
-            respond(
-                &alice,
-                &open,
-                response_body("approved"),
-                Spoil::Timestamp(-301),
-            ),
+            respond(&alice, &open, response_body("approved"), Spoil::Timestamp(-301)),
             401,
             "stale_request",
         ),
         (
             "future timestamp",
-            respond(
-                &alice,
-                &open,
-                response_body("approved"),
-                Spoil::Timestamp(301),
-            ),
+            respond(&alice, &open, response_body("approved"), Spoil::Timestamp(301)),
             401,
             "stale_request",
         ),
         (
             "no signature headers",
-            respond(
-                &alice,
-                &open,
-                response_body("approved"),
-                Spoil::MissingHeaders,
-            ),
+            respond(&alice, &open, response_body("approved"), Spoil::MissingHeaders),
             401,
             "invalid_signature",
         ),
         (
             "unknown device",
-            respond(
-                &alice,
-                &open,
-                response_body("approved"),
-                Spoil::UnknownDevice,
-            ),
+            respond(&alice, &open, response_body("approved"), Spoil::UnknownDevice),
             401,
             "invalid_signature",
         ),
@@ -555,14 +489,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         (
             "mailbox wait too long",
-            signed(
-                &app,
-                &bob,
-                reqwest::Method::GET,
-                "/mailbox?wait=61",
-                b"",
-                Spoil::None,
-            ),
+            signed(&app, &bob, reqwest::Method::GET, "/mailbox?wait=61", b"", Spoil::None),
             400,
             "invalid_request",
         ),
@@ -604,11 +531,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         let before = snapshot(&app).await;
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{name}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json",
-            "{name}"
-        );
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{name}");
         assert!(
             response.headers().contains_key(signing::HEADER_SERVER_TIME),
             "{name}: every answer carries the server time"
@@ -627,11 +550,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
     // And after all that, the open command still completes normally.
     let id = hermod_shared::CommandId::parse(&open).unwrap();
     assert_eq!(
-        alice
-            .respond(&id, Decision::Approved, None)
-            .await
-            .unwrap()
-            .status(),
+        alice.respond(&id, Decision::Approved, None).await.unwrap().status(),
         200
     );
     assert_eq!(

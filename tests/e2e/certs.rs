@@ -7,6 +7,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsage
 pub struct TestPki {
     pub ca_pem: String,
     pub server_cert_pem: String,
+    server_key_pem: String,
     server_cert_der: Vec<u8>,
     server_key_der: Vec<u8>,
     ca_der: Vec<u8>,
@@ -25,16 +26,33 @@ impl TestPki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let server_cert = params.signed_by(&server_key, &issuer).unwrap();
         Self {
             ca_pem: ca_cert.pem(),
             server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
             server_cert_der: server_cert.der().to_vec(),
             server_key_der: server_key.serialize_der(),
             ca_der: ca_cert.der().to_vec(),
         }
+    }
+
+    /// A rustls server configuration with the server certificate (ring, as Hermod uses).
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        std::sync::Arc::new(config)
     }
 
     /// The server key and certificate chain as a PKCS12 file, like `smartidtls.p12`.

@@ -61,8 +61,7 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
 }
 
 #[tokio::test]
-async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_completes_a_login()
-{
+async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_completes_a_login() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
 
@@ -125,11 +124,7 @@ async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_
         .arg(&state)
         .output()
         .unwrap();
-    assert!(
-        enrol.status.success(),
-        "{}",
-        String::from_utf8_lossy(&enrol.stderr)
-    );
+    assert!(enrol.status.success(), "{}", String::from_utf8_lossy(&enrol.stderr));
 
     // The access gateway (camelCase entry, same group) asks the device provisioned via idm.
     let da = Creds::da();
@@ -155,10 +150,7 @@ async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_
         "{stdout} {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(
-        stdout.contains(&format!("received {id} (authenticate)")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("received {id} (authenticate)")), "{stdout}");
 
     let cb = receiver.callback_for(id).await;
     assert_eq!(cb.event().event_type, "command.approved");
@@ -174,10 +166,7 @@ fn the_sample_config_in_the_repository_loads() {
         settings.allowed_clients[1].client_id, "da",
         "camelCase clientId is read"
     );
-    assert_eq!(
-        settings.public_url.as_deref(),
-        Some("http://127.0.0.1:8080/ms")
-    );
+    assert_eq!(settings.public_url.as_deref(), Some("http://127.0.0.1:8080/ms"));
 }
 
 #[test]

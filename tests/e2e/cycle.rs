@@ -20,40 +20,23 @@ async fn every_command_type_runs_provision_enrol_answer_callback() {
         .await;
     assert_eq!(provision["status"], "pending");
     let enrolment = &provision["enrolment"];
-    assert!(enrolment["link"]
-        .as_str()
-        .unwrap()
-        .starts_with("hermod://enrol?ms="));
+    assert!(enrolment["link"].as_str().unwrap().starts_with("hermod://enrol?ms="));
     let qr = app
         .http
-        .get(format!(
-            "{}{}",
-            app.base,
-            enrolment["qr_url"].as_str().unwrap()
-        ))
+        .get(format!("{}{}", app.base, enrolment["qr_url"].as_str().unwrap()))
         .header("x-api-key", idm.0.token())
         .send()
         .await
         .unwrap();
     assert_eq!(qr.headers()["content-type"], "image/svg+xml");
     assert!(qr.text().await.unwrap().contains("<svg"));
-    let mut device = hermod::device_sim::DeviceClient::enrol(
-        enrolment["link"].as_str().unwrap(),
-        None,
-        Some("phone"),
-    )
-    .await
-    .unwrap();
-    let cb = app
-        .receiver
-        .callback_for(provision["id"].as_str().unwrap())
-        .await;
+    let mut device = hermod::device_sim::DeviceClient::enrol(enrolment["link"].as_str().unwrap(), None, Some("phone"))
+        .await
+        .unwrap();
+    let cb = app.receiver.callback_for(provision["id"].as_str().unwrap()).await;
     let event = cb.event();
     assert_eq!(event.event_type, "command.approved");
-    assert_eq!(
-        event.data.answered_by.as_ref(),
-        Some(&device.state.device_id)
-    );
+    assert_eq!(event.data.answered_by.as_ref(), Some(&device.state.device_id));
     assert!(
         event.data.enrolment.is_none(),
         "a used enrolment token is not repeated in the callback"
@@ -72,10 +55,7 @@ async fn every_command_type_runs_provision_enrol_answer_callback() {
         assert_eq!(page.items.len(), 1, "{command_type}: {page:?}");
         assert_eq!(page.items[0].kind, MailboxEventKind::Command);
         assert_eq!(page.items[0].command.command_type, command_type);
-        assert_eq!(
-            page.items[0].command.payload["text"],
-            format!("{command_type}?")
-        );
+        assert_eq!(page.items[0].command.payload["text"], format!("{command_type}?"));
         let (_, seen) = app.get(&idm, &format!("/command/{id}")).await;
         assert_eq!(seen["status"], "delivered");
 
@@ -133,18 +113,12 @@ async fn a_declined_command_tells_the_client() {
             .status(),
         200
     );
-    let cb = app
-        .receiver
-        .callback_for(created["id"].as_str().unwrap())
-        .await;
+    let cb = app.receiver.callback_for(created["id"].as_str().unwrap()).await;
     assert_eq!(cb.event().event_type, "command.declined");
     assert_eq!(
-        app.get(
-            &idm,
-            &format!("/command/{}", created["id"].as_str().unwrap())
-        )
-        .await
-        .1["status"],
+        app.get(&idm, &format!("/command/{}", created["id"].as_str().unwrap()))
+            .await
+            .1["status"],
         "declined"
     );
 }
@@ -154,9 +128,7 @@ async fn a_cancelled_command_is_seen_by_the_device_and_cannot_be_answered() {
     let app = TestApp::start().await;
     let idm = Creds::idm();
     let mut device = app.enrol(&idm, "carol").await;
-    let created = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "carol" }))
-        .await;
+    let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "carol" })).await;
     let id = created["id"].as_str().unwrap();
     let page = device.poll(5).await.unwrap();
     assert_eq!(page.items.len(), 1);
@@ -184,10 +156,7 @@ async fn a_cancelled_command_is_seen_by_the_device_and_cannot_be_answered() {
         late.json::<serde_json::Value>().await.unwrap()["code"],
         "command_cancelled"
     );
-    assert_eq!(
-        app.get(&idm, &format!("/command/{id}")).await.1["status"],
-        "cancelled"
-    );
+    assert_eq!(app.get(&idm, &format!("/command/{id}")).await.1["status"], "cancelled");
 }
 
 #[tokio::test]
@@ -209,16 +178,9 @@ async fn at_timeout_the_command_leaves_the_mailbox_and_the_client_hears_it_expir
     assert_eq!(cb.event().data.status.as_str(), "expired");
     // Gone from the mailbox, still in history.
     assert!(device.poll(0).await.unwrap().items.is_empty());
-    assert_eq!(
-        app.get(&idm, &format!("/command/{id}")).await.1["status"],
-        "expired"
-    );
+    assert_eq!(app.get(&idm, &format!("/command/{id}")).await.1["status"], "expired");
     let late = device
-        .respond(
-            &hermod_shared::CommandId::parse(id).unwrap(),
-            Decision::Approved,
-            None,
-        )
+        .respond(&hermod_shared::CommandId::parse(id).unwrap(), Decision::Approved, None)
         .await
         .unwrap();
     assert_eq!(late.status(), 410);
@@ -230,11 +192,7 @@ async fn at_lifespan_end_the_command_is_gone_from_history() {
     let idm = Creds::idm();
     let _device = app.enrol(&idm, "erin").await;
     let created = app
-        .create_ok(
-            &idm,
-            "ping",
-            json!({ "user_id": "erin", "timeout": 1, "lifespan": 2 }),
-        )
+        .create_ok(&idm, "ping", json!({ "user_id": "erin", "timeout": 1, "lifespan": 2 }))
         .await;
     let id = created["id"].as_str().unwrap();
     assert_eq!(app.get(&idm, &format!("/command/{id}")).await.0, 200);
@@ -249,9 +207,7 @@ async fn the_same_answer_twice_is_answered_the_same_and_a_different_one_is_refus
     let app = TestApp::start().await;
     let idm = Creds::idm();
     let mut device = app.enrol(&idm, "frank").await;
-    let created = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "frank" }))
-        .await;
+    let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "frank" })).await;
     let page = device.poll(5).await.unwrap();
     let id = &page.items[0].command.id;
     let first = device
@@ -264,10 +220,7 @@ async fn the_same_answer_twice_is_answered_the_same_and_a_different_one_is_refus
         .await
         .unwrap();
     assert_eq!(again.status(), 200);
-    assert_eq!(
-        again.json::<serde_json::Value>().await.unwrap()["status"],
-        "approved"
-    );
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap()["status"], "approved");
     let different = device.respond(id, Decision::Declined, None).await.unwrap();
     assert_eq!(different.status(), 409);
     assert_eq!(
@@ -275,9 +228,7 @@ async fn the_same_answer_twice_is_answered_the_same_and_a_different_one_is_refus
         "already_answered"
     );
     // One callback only.
-    app.receiver
-        .callback_for(created["id"].as_str().unwrap())
-        .await;
+    app.receiver.callback_for(created["id"].as_str().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let count = app
         .receiver
@@ -307,17 +258,8 @@ async fn an_idempotency_key_returns_the_first_command() {
     let second = send(json!({ "user_id": "gina" })).await.unwrap();
     assert_eq!(second.status(), 201);
     assert_eq!(second.headers()["idempotent-replayed"], "true");
-    assert_eq!(
-        second.json::<serde_json::Value>().await.unwrap()["id"],
-        first["id"]
-    );
-    let (_, count) = (
-        0,
-        crate::harness::snapshot(&app)
-            .await
-            .matches("|pending|")
-            .count(),
-    );
+    assert_eq!(second.json::<serde_json::Value>().await.unwrap()["id"], first["id"]);
+    let (_, count) = (0, crate::harness::snapshot(&app).await.matches("|pending|").count());
     assert_eq!(count, 1, "one command only");
 }
 
@@ -327,73 +269,39 @@ async fn clients_of_one_group_share_devices_and_other_groups_do_not_see_them() {
     let (idm, da, other) = (Creds::idm(), Creds::da(), Creds::other());
     // Provisioned through the Identity Manager, used by the access gateway.
     let mut device = app.enrol(&idm, "hank").await;
-    let created = app
-        .create_ok(&da, "authenticate", json!({ "user_id": "hank" }))
-        .await;
+    let created = app.create_ok(&da, "authenticate", json!({ "user_id": "hank" })).await;
     let page = device.poll(5).await.unwrap();
     device
         .respond(&page.items[0].command.id, Decision::Approved, None)
         .await
         .unwrap();
-    let cb = app
-        .receiver
-        .callback_for(created["id"].as_str().unwrap())
-        .await;
-    assert!(app
-        .receiver
-        .url
-        .replace("/ws/hermod", "/da")
-        .ends_with("/da"));
-    assert_eq!(
-        cb.header("authorization"),
-        "",
-        "da has no callback basic auth"
-    );
+    let cb = app.receiver.callback_for(created["id"].as_str().unwrap()).await;
+    assert!(app.receiver.url.replace("/ws/hermod", "/da").ends_with("/da"));
+    assert_eq!(cb.header("authorization"), "", "da has no callback basic auth");
 
     // Another group sees neither the device nor the user, nor the other client's commands.
     let (status, body) = app
-        .create(
-            &other,
-            "authenticate",
-            json!({ "device_id": device.state.device_id }),
-        )
+        .create(&other, "authenticate", json!({ "device_id": device.state.device_id }))
         .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("device_not_found")));
+    let (status, body) = app.create(&other, "authenticate", json!({ "user_id": "hank" })).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("user_has_no_device")));
     assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("device_not_found"))
-    );
-    let (status, body) = app
-        .create(&other, "authenticate", json!({ "user_id": "hank" }))
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("user_has_no_device"))
-    );
-    assert_eq!(
-        app.get(
-            &other,
-            &format!("/command/devices/{}", device.state.device_id)
-        )
-        .await
-        .0,
+        app.get(&other, &format!("/command/devices/{}", device.state.device_id))
+            .await
+            .0,
         404
     );
     assert_eq!(
-        app.get(
-            &other,
-            &format!("/command/{}", created["id"].as_str().unwrap())
-        )
-        .await
-        .0,
+        app.get(&other, &format!("/command/{}", created["id"].as_str().unwrap()))
+            .await
+            .0,
         404
     );
     assert_eq!(
-        app.get(
-            &idm,
-            &format!("/command/{}", created["id"].as_str().unwrap())
-        )
-        .await
-        .0,
+        app.get(&idm, &format!("/command/{}", created["id"].as_str().unwrap()))
+            .await
+            .0,
         404,
         "commands belong to their client"
     );
@@ -436,9 +344,7 @@ async fn the_seeds_paths_under_hermod_rest_work_for_clients_and_devices() {
     let mut device = hermod::device_sim::DeviceClient::enrol(token, Some(&ms), None)
         .await
         .unwrap();
-    let created = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "jack" }))
-        .await;
+    let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "jack" })).await;
     let page = device.poll(5).await.unwrap();
     assert_eq!(
         device
@@ -462,17 +368,10 @@ async fn a_client_long_poll_returns_when_the_status_changes() {
     let app = TestApp::start().await;
     let idm = Creds::idm();
     let mut device = app.enrol(&idm, "kim").await;
-    let created = app
-        .create_ok(&idm, "authenticate", json!({ "user_id": "kim" }))
-        .await;
+    let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "kim" })).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let waiter = {
-        let (http, base, token, id) = (
-            app.http.clone(),
-            app.base.clone(),
-            idm.0.token(),
-            id.clone(),
-        );
+        let (http, base, token, id) = (app.http.clone(), app.base.clone(), idm.0.token(), id.clone());
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let r = http
@@ -481,10 +380,7 @@ async fn a_client_long_poll_returns_when_the_status_changes() {
                 .send()
                 .await
                 .unwrap();
-            (
-                started.elapsed(),
-                r.json::<serde_json::Value>().await.unwrap(),
-            )
+            (started.elapsed(), r.json::<serde_json::Value>().await.unwrap())
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -500,8 +396,5 @@ async fn a_client_long_poll_returns_when_the_status_changes() {
         .await
         .unwrap();
     let (_, view) = app.get(&idm, &format!("/command/{id}?wait=20")).await;
-    assert_eq!(
-        view["status"], "approved",
-        "a final command answers at once"
-    );
+    assert_eq!(view["status"], "approved", "a final command answers at once");
 }

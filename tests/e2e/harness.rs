@@ -25,6 +25,7 @@ pub const CALLBACK_AUTH: (&str, &str) = ("prime", "s3cret-callback-password");
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
@@ -35,17 +36,23 @@ impl Received {
         serde_json::from_slice(&self.body).expect("callback body is a CallbackEvent")
     }
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
+}
+
+/// How the receiver answers requests to paths under a prefix.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub prefix: String,
+    pub delay: Duration,
+    pub status: u16,
 }
 
 #[derive(Default)]
 struct ReceiverState {
     got: Mutex<Vec<Received>>,
     fail_next: AtomicUsize,
+    behaviours: Mutex<Vec<Behaviour>>,
     arrived: Notify,
 }
 
@@ -58,15 +65,29 @@ pub struct Receiver {
 
 async fn receive(
     State(state): State<Arc<ReceiverState>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
+    let path = uri.path().to_owned();
     state.got.lock().unwrap().push(Received {
+        path: path.clone(),
         headers,
         body,
         at: Instant::now(),
     });
     state.arrived.notify_waiters();
+    let behaviour = state
+        .behaviours
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| path.starts_with(&b.prefix))
+        .cloned();
+    if let Some(b) = behaviour {
+        tokio::time::sleep(b.delay).await;
+        return StatusCode::from_u16(b.status).unwrap();
+    }
     let failing = state
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -88,6 +109,39 @@ impl Receiver {
         let url = format!("http://{}/ws/hermod", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
         Self { url, state }
+    }
+
+    /// The same receiver over HTTPS, with a certificate for `localhost` from the test CA.
+    pub async fn start_https(pki: &crate::certs::TestPki) -> Self {
+        let state = Arc::new(ReceiverState::default());
+        let router = axum::Router::new()
+            .route("/{*path}", axum::routing::post(receive))
+            .with_state(Arc::clone(&state));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://localhost:{}/ws/hermod", listener.local_addr().unwrap().port());
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(pki.server_config());
+        tokio::spawn(async move {
+            axum_server::from_tcp_rustls(listener, tls)
+                .serve(router.into_make_service())
+                .await
+        });
+        Self { url, state }
+    }
+
+    /// Requests to paths under `prefix` wait `delay`, then get `status`.
+    pub fn behave(&self, prefix: &str, delay: Duration, status: u16) {
+        let mut behaviours = self.state.behaviours.lock().unwrap();
+        behaviours.retain(|b| b.prefix != prefix);
+        behaviours.push(Behaviour {
+            prefix: prefix.to_owned(),
+            delay,
+            status,
+        });
+    }
+
+    pub fn behave_normally(&self) {
+        self.state.behaviours.lock().unwrap().clear();
     }
 
     /// The next `n` requests fail with 503.
@@ -121,10 +175,8 @@ impl Receiver {
 
     /// Waits for the callback of one command.
     pub async fn callback_for(&self, command_id: &str) -> Received {
-        self.wait_for(Duration::from_secs(10), |r| {
-            r.event().data.id.as_str() == command_id
-        })
-        .await
+        self.wait_for(Duration::from_secs(10), |r| r.event().data.id.as_str() == command_id)
+            .await
     }
 }
 
@@ -305,9 +357,15 @@ pub async fn snapshot(app: &TestApp) -> String {
     let db = &app.state.db.write;
     let mut out = String::new();
     for (sql, cols) in [
-        ("SELECT id, status, COALESCE(result, ''), COALESCE(answered_by, '') FROM commands ORDER BY id", 4),
+        (
+            "SELECT id, status, COALESCE(result, ''), COALESCE(answered_by, '') FROM commands ORDER BY id",
+            4,
+        ),
         ("SELECT id, group_id, user_id FROM devices ORDER BY id", 3),
-        ("SELECT CAST(seq AS TEXT), command_id, kind FROM mailbox_events ORDER BY seq", 3),
+        (
+            "SELECT CAST(seq AS TEXT), command_id, kind FROM mailbox_events ORDER BY seq",
+            3,
+        ),
         ("SELECT id, command_id, event_type FROM callback_events ORDER BY seq", 3),
     ] {
         for row in sqlx::query(sql).fetch_all(db).await.unwrap() {

@@ -44,46 +44,28 @@ async fn serves_https_with_the_pkcs12_key_store_and_the_whole_api_works_over_it(
     assert_eq!(provision.status(), 201);
     let body: serde_json::Value = provision.json().await.unwrap();
     assert!(
-        body["enrolment"]["link"]
-            .as_str()
-            .unwrap()
-            .contains("https%3A%2F%2F"),
+        body["enrolment"]["link"].as_str().unwrap().contains("https%3A%2F%2F"),
         "the default public URL is https"
     );
 
     // A client that does not trust the CA is refused the handshake; plain HTTP gets no API.
     let untrusting = reqwest::Client::builder().use_rustls_tls().build().unwrap();
-    assert!(untrusting
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .is_err());
+    assert!(untrusting.get(format!("{base}/health")).send().await.is_err());
     let plain = reqwest::get(format!("http://localhost:{port}/health")).await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
 }
 
 #[tokio::test]
-async fn a_wrong_key_store_password_or_a_file_that_is_not_pkcs12_stops_the_start_with_a_clear_error(
-) {
+async fn a_wrong_key_store_password_or_a_file_that_is_not_pkcs12_stops_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let pki = TestPki::new();
 
     let mut settings = test_settings(dir.path(), &receiver);
     settings.server.ssl = ssl(dir.path(), &pki, "wrong password");
-    let err = Application::build(settings)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(
-        err.contains("not a PKCS12 key store that this password opens"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("wrong password"),
-        "the password is not echoed"
-    );
+    let err = Application::build(settings).await.err().expect("refused").to_string();
+    assert!(err.contains("not a PKCS12 key store that this password opens"), "{err}");
+    assert!(!err.contains("wrong password"), "the password is not echoed");
 
     let mut settings = test_settings(dir.path(), &receiver);
     let pem = dir.path().join("server.pem");
@@ -92,11 +74,7 @@ async fn a_wrong_key_store_password_or_a_file_that_is_not_pkcs12_stops_the_start
         key_store: Some(pem),
         ..ssl(dir.path(), &pki, "changeit")
     };
-    let err = Application::build(settings)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = Application::build(settings).await.err().expect("refused").to_string();
     assert!(err.contains("is not a PKCS12 key store"), "{err}");
 
     let mut settings = test_settings(dir.path(), &receiver);
@@ -104,10 +82,6 @@ async fn a_wrong_key_store_password_or_a_file_that_is_not_pkcs12_stops_the_start
         key_store_type: Some("JKS".into()),
         ..ssl(dir.path(), &pki, "changeit")
     };
-    let err = Application::build(settings)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = Application::build(settings).await.err().expect("refused").to_string();
     assert!(err.contains("use a PKCS12 key store"), "{err}");
 }

@@ -21,15 +21,10 @@ async fn a_long_polling_device_wakes_within_50_ms_of_a_command_being_created() {
         // Let the poll reach the server and subscribe.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let created_at = Instant::now();
-        let created = app
-            .create_ok(&idm, "authenticate", json!({ "user_id": "lena" }))
-            .await;
+        let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "lena" })).await;
         let (woke_at, page, cursor) = poller.await.unwrap();
         assert_eq!(page.items.len(), 1);
-        assert_eq!(
-            page.items[0].command.id.as_str(),
-            created["id"].as_str().unwrap()
-        );
+        assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());
         worst = worst.max(woke_at.saturating_duration_since(created_at));
         device.state.cursor = cursor;
     }

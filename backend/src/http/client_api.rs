@@ -65,22 +65,11 @@ pub async fn create(
         ),
     };
     let request_hash = sha256_hex(&[command_type.as_str().as_bytes(), b"\n", &body].concat());
-    let (row, replayed) = commands::create(
-        &state,
-        &client,
-        command_type,
-        req,
-        idempotency_key,
-        &request_hash,
-    )
-    .await?;
-    let mut response =
-        (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
+    let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
+    let mut response = (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
     response.headers_mut().insert(
         header::LOCATION,
-        format!("/command/{}", row.id)
-            .parse()
-            .expect("ids are header-safe"),
+        format!("/command/{}", row.id).parse().expect("ids are header-safe"),
     );
     if replayed {
         response
@@ -204,11 +193,7 @@ pub async fn device(
     AuthClient(client): AuthClient,
     Path(device_id): Path<String>,
 ) -> ApiResult<Json<DeviceView>> {
-    Ok(Json(
-        devices::get_for_client(&state, &client, &device_id)
-            .await?
-            .view(),
-    ))
+    Ok(Json(devices::get_for_client(&state, &client, &device_id).await?.view()))
 }
 
 /// The devices of a user in the client's group.

@@ -4,9 +4,7 @@
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::Json;
-use hermod_shared::wire::{
-    DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted,
-};
+use hermod_shared::wire::{DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted};
 use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +144,5 @@ pub struct ServerTime {
 /// The server's clock, for a device to correct its own before signing.
 #[utoipa::path(get, path = "/ms/time", tag = "device", responses((status = 200, body = ServerTime)))]
 pub async fn time() -> Json<ServerTime> {
-    Json(ServerTime {
-        server_time: now_ms(),
-    })
+    Json(ServerTime { server_time: now_ms() })
 }

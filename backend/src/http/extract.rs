@@ -19,29 +19,19 @@ impl FromRequest<AppState> for Body {
         let limit = state.settings.max_body_bytes;
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Body(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!("the limit is {limit} bytes"),
-                ))
-            }
-            Err(rejection) => Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                rejection.body_text(),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("the limit is {limit} bytes"),
             )),
+            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
         }
     }
 }
 
 /// Parses a JSON body; an empty body is read as `{}` when `empty_is_object`.
-pub fn json<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-    empty_is_object: bool,
-) -> ApiResult<T> {
+pub fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8], empty_is_object: bool) -> ApiResult<T> {
     if body.is_empty() && empty_is_object {
-        return serde_json::from_slice(b"{}")
-            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()));
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

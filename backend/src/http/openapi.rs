@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{client_api, device_api, pages};
+use super::{callbacks_api, client_api, device_api, pages};
 
 struct Security;
 
@@ -53,6 +53,7 @@ impl Modify for Security {
     paths(
         client_api::create, client_api::read, client_api::cancel, client_api::qr, client_api::device, client_api::user_devices,
         device_api::enrol, device_api::mailbox, device_api::respond, device_api::lifesign, device_api::time,
+        callbacks_api::for_command, callbacks_api::for_client, callbacks_api::redeliver, callbacks_api::recover,
         pages::generate_client,
     ),
     components(schemas(hermod_shared::wire::CallbackEvent)),
@@ -60,6 +61,7 @@ impl Modify for Security {
     tags(
         (name = "commands", description = "For server systems (client API key)"),
         (name = "devices", description = "Devices of the client's group"),
+        (name = "callbacks", description = "Callback deliveries of the client, with every attempt"),
         (name = "device", description = "For authenticator apps (signed requests)"),
     )
 )]
