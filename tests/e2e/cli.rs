@@ -12,6 +12,8 @@ const HERMOD: &str = env!("CARGO_BIN_EXE_hermod");
 struct Server {
     child: Child,
     base: String,
+    /// What the process logged before it listened.
+    log: Vec<String>,
 }
 
 impl Drop for Server {
@@ -35,10 +37,7 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
         .spawn()
         .unwrap();
     // Owned by a Server at once, so that a failed start still kills and reaps the process.
-    let mut server = Server {
-        child,
-        base: String::new(),
-    };
+    let mut server = Server { child, base: String::new(), log: Vec::new() };
     let stderr = server.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -54,6 +53,7 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
         if let Some(port) = line.split("port=").nth(1) {
             let port: u16 = port.split_whitespace().next().unwrap().parse().unwrap();
             server.base = format!("http://127.0.0.1:{port}");
+            server.log = log;
             return server;
         }
         log.push(line);
@@ -186,4 +186,118 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
         assert!(stderr.contains(message), "{yaml}: {stderr}");
         assert!(!stderr.contains("0123456789abcdef0123456789abcdef"), "keys never in messages");
     }
+}
+
+#[tokio::test]
+async fn cacerts_are_logged_at_start_and_a_file_that_is_not_a_certificate_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::certs::TestPki::new();
+    std::fs::create_dir(dir.path().join("cacerts")).unwrap();
+    std::fs::write(dir.path().join("cacerts/test-ca.cer"), &pki.ca_pem).unwrap();
+    let config = dir.path().join("hermod-conf.yml");
+    std::fs::write(&config, "server:\n  address: 127.0.0.1\n").unwrap();
+    let server = serve(&config, dir.path());
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("Adding certificate test-ca.cer using alias test-ca")),
+        "{:#?}",
+        server.log
+    );
+    drop(server);
+
+    std::fs::write(dir.path().join("cacerts/broken.cer"), "this is not a certificate").unwrap();
+    let out = Command::new(HERMOD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HERMOD_SERVER__PORT", "0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.cer is not a PEM certificate"), "{stderr}");
+}
+
+#[tokio::test]
+async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.behave("/ws/hermod", Duration::from_millis(40), 204);
+    let config = dir.path().join("hermod-conf.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  address: 127.0.0.1\ncommands:\n  sweep-interval-ms: 100\ncallbacks:\n  per-receiver-concurrency: 2\n\
+             allowed-clients:\n  - client-id: idm\n    key: {IDM_KEY}\n    group: smartid\n    callback-url: {}\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let mut first = serve(&config, dir.path());
+    let http = reqwest::Client::new();
+    let token = Creds::idm().0.token();
+    let provision: serde_json::Value = http
+        .post(format!("{}/command/provision", first.base))
+        .header("x-api-key", &token)
+        .json(&json!({ "user_id": "walt" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enrolment_token = provision["enrolment"]["token"].as_str().unwrap();
+    hermod::device_sim::DeviceClient::enrol(enrolment_token, Some(&format!("{}/ms", first.base)), None)
+        .await
+        .unwrap();
+
+    // 60 commands that all expire after a second: a burst of 60 callbacks.
+    const BURST: usize = 60;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..BURST {
+        let created: serde_json::Value = http
+            .post(format!("{}/command/authenticate", first.base))
+            .header("x-api-key", &token)
+            .json(&json!({ "user_id": "walt", "timeout": 1, "lifespan": 600 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.insert(created["id"].as_str().unwrap().to_owned());
+    }
+    let expired = |r: &Received| r.event().event_type == "command.expired";
+    receiver
+        .wait_for(Duration::from_secs(20), |_| {
+            receiver.received().iter().filter(|r| expired(r)).count() >= 10
+        })
+        .await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let before = receiver.received().iter().filter(|r| expired(r)).count();
+    assert!(
+        before < BURST,
+        "the kill came in the middle of the burst ({before} of {BURST} delivered)"
+    );
+
+    let _second = serve(&config, dir.path());
+    receiver
+        .wait_for(Duration::from_secs(30), |_| {
+            let seen: std::collections::HashSet<String> = receiver
+                .received()
+                .iter()
+                .filter(|r| expired(r))
+                .map(|r| r.event().data.id.to_string())
+                .collect();
+            ids.is_subset(&seen)
+        })
+        .await;
+    let total = receiver.received().iter().filter(|r| expired(r)).count();
+    println!(
+        "{BURST} callbacks, {before} before the kill, {} duplicates (at least once)",
+        total - BURST
+    );
 }
