@@ -194,8 +194,11 @@ pub struct CallbackSettings {
 impl Default for CallbackSettings {
     fn default() -> Self {
         Self {
-            // 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h: about 23 h in all.
-            retry_schedule: vec![5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0],
+            // 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 12 h: the last attempt about
+            // 35 hours after the first.
+            retry_schedule: vec![
+                5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0, 43_200.0,
+            ],
             jitter: 0.2,
             request_timeout: 15.0,
             concurrency: 32,

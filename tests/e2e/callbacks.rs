@@ -388,3 +388,25 @@ async fn counters_show_delivered_retried_and_dead_callbacks() {
     assert_eq!(value("hermod_callbacks_dead_total"), 1);
     assert_eq!(value("hermod_commands_created_total"), 2);
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_is_not_followed() {
+    let app = TestApp::start_with(|s| s.callbacks.retry_schedule = vec![30.0]).await;
+    let mut device = app.enrol(&Creds::idm(), "xena").await;
+    app.receiver.wait_for(Duration::from_secs(5), |_| true).await;
+    app.receiver.behave("/ws/hermod", Duration::ZERO, 302);
+    let id = approved_command(&app, &mut device, "xena").await;
+    let mut delivery = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, list) = app.get(&Creds::idm(), &format!("/command/{id}/callbacks")).await;
+        if list[0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            delivery = list[0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivery["status"], "pending", "{delivery}");
+    assert_eq!(delivery["attempt_log"][0]["status_code"], 302);
+    assert!(delivery["next_attempt_at"].is_string());
+    assert_eq!(deliveries_of(&app, &id).len(), 1);
+}

@@ -37,7 +37,11 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
         .spawn()
         .unwrap();
     // Owned by a Server at once, so that a failed start still kills and reaps the process.
-    let mut server = Server { child, base: String::new(), log: Vec::new() };
+    let mut server = Server {
+        child,
+        base: String::new(),
+        log: Vec::new(),
+    };
     let stderr = server.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
