@@ -172,20 +172,38 @@ fn api() -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut root = api()
-        .nest("/hermod/rest", api())
+    let behind_edge = || axum::middleware::from_fn_with_state(state.clone(), crate::edge_channel::require_assertion);
+    let mut api = api();
+    if state.settings.generate_client_page {
+        api = api.route("/generate-client", get(pages::generate_client));
+    }
+    let api = api.layer(behind_edge());
+    let internal = Router::new()
+        .route("/edge/clients/{client_id}", get(crate::edge_channel::client_for_edge))
+        .layer(behind_edge());
+    Router::new()
+        .merge(api.clone())
+        .merge(internal)
+        .nest("/hermod/rest", api)
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics));
-    if state.settings.generate_client_page {
-        root = root.route("/generate-client", get(pages::generate_client));
-    }
-    root.fallback(|| async { ApiError::from(ErrorCode::NotFound) })
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { ApiError::from(ErrorCode::MethodNotAllowed) })
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(axum::middleware::map_response(stamp_server_time))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state.metrics.http_requests.inc();
+    next.run(request).await
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {

@@ -86,7 +86,8 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
     Ok(())
 }
 
-fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
+/// The credential a request carries, if any (not yet checked).
+pub fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
     if let Some(v) = headers.get("x-api-key") {
         return ClientCredential::from_api_key(v.to_str().ok()?);
     }

@@ -9,6 +9,23 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+/// A secret setting: `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct Settings {
@@ -22,6 +39,10 @@ pub struct Settings {
     pub commands: CommandSettings,
     pub devices: DeviceSettings,
     pub callbacks: CallbackSettings,
+    pub edge: EdgeSettings,
+    /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
+    /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
+    pub server_key: Option<Secret>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Serve the `/generate-client` page.
@@ -40,6 +61,8 @@ impl Default for Settings {
             commands: CommandSettings::default(),
             devices: DeviceSettings::default(),
             callbacks: CallbackSettings::default(),
+            edge: EdgeSettings::default(),
+            server_key: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
             cacerts: PathBuf::from("cacerts"),
@@ -173,6 +196,16 @@ impl Default for DeviceSettings {
     }
 }
 
+/// Running behind the edge Worker (hosted mode).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct EdgeSettings {
+    /// The secret shared with the edge (`HERMOD_EDGE__SECRET`, at least 32 characters). When set,
+    /// every API request must carry a valid `Hermod-Edge-Assertion`: the backend sits behind
+    /// the edge and answers nothing else.
+    pub secret: Option<Secret>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CallbackSettings {
@@ -220,7 +253,7 @@ impl Settings {
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
             .merge(
                 Env::prefixed("HERMOD_")
-                    .ignore(&["SERVER_KEY", "LOG"])
+                    .ignore(&["LOG", "CONFIG", "RECEIVER_SECRET"])
                     .map(|k| k.as_str().replace("__", ".").replace('_', "-").into())
                     .split("."),
             )
@@ -285,6 +318,12 @@ impl Settings {
             (0.0..1.0).contains(&self.callbacks.jitter),
             "callbacks.jitter must be in [0, 1)"
         );
+        if let Some(secret) = &self.edge.secret {
+            anyhow::ensure!(
+                secret.expose().len() >= 32,
+                "edge.secret must hold at least 32 characters"
+            );
+        }
         if self.server.ssl.enabled {
             anyhow::ensure!(
                 self.server.ssl.key_store.is_some(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod device_sim;
 pub mod devices;
+pub mod edge_channel;
 pub mod error;
 pub mod gen_client;
 pub mod http;

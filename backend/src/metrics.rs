@@ -5,6 +5,8 @@ use prometheus_client::registry::Registry;
 
 pub struct Metrics {
     registry: Registry,
+    /// Every HTTP request the backend answered.
+    pub http_requests: Counter,
     pub commands_created: Counter,
     pub callbacks_delivered: Counter,
     /// Failed attempts that will be tried again.
@@ -22,6 +24,7 @@ impl Default for Metrics {
             c
         };
         Self {
+            http_requests: m(&mut registry, "http_requests", "HTTP requests answered by the backend"),
             commands_created: m(&mut registry, "commands_created", "Commands created"),
             callbacks_delivered: m(
                 &mut registry,

@@ -18,6 +18,7 @@ pub enum ErrorCode {
     StaleRequest,
     ReplayedRequest,
     InvalidEnrolmentToken,
+    InvalidEdgeAssertion,
     CommandNotFound,
     DeviceNotFound,
     UserHasNoDevice,
@@ -37,7 +38,12 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             MalformedJson | InvalidRequest | UnknownCommandType | InvalidLifetimes => 400,
-            InvalidCredentials | InvalidSignature | StaleRequest | ReplayedRequest | InvalidEnrolmentToken => 401,
+            InvalidCredentials
+            | InvalidSignature
+            | StaleRequest
+            | ReplayedRequest
+            | InvalidEnrolmentToken
+            | InvalidEdgeAssertion => 401,
             NotAddressedToDevice => 403,
             CommandNotFound | DeviceNotFound | UserHasNoDevice | NotFound => 404,
             MethodNotAllowed => 405,
@@ -65,6 +71,7 @@ impl ErrorCode {
             StaleRequest => "stale_request",
             ReplayedRequest => "replayed_request",
             InvalidEnrolmentToken => "invalid_enrolment_token",
+            InvalidEdgeAssertion => "invalid_edge_assertion",
             CommandNotFound => "command_not_found",
             DeviceNotFound => "device_not_found",
             UserHasNoDevice => "user_has_no_device",
@@ -95,6 +102,7 @@ impl ErrorCode {
             StaleRequest => "The request timestamp is too far from the server's time",
             ReplayedRequest => "This nonce was already used",
             InvalidEnrolmentToken => "The enrolment token is invalid, used or expired",
+            InvalidEdgeAssertion => "This backend only answers requests forwarded by its edge",
             CommandNotFound => "No such command",
             DeviceNotFound => "No such device",
             UserHasNoDevice => "The user has no enrolled device",

@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod credential;
+pub mod edge;
 pub mod enrolment;
 pub mod error;
 pub mod signing;

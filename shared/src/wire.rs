@@ -269,6 +269,14 @@ pub struct RecoverResult {
     pub requeued: u64,
 }
 
+/// What the edge caches about a client to check its key without asking the backend each time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeClient {
+    pub client_id: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub key_hash: String,
+}
+
 /// RFC 3339 UTC with milliseconds, from unix milliseconds (proleptic Gregorian calendar).
 pub fn rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
