@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# Runs every test of Hermod on a fresh machine or an old one. It installs what the tests need,
-# skipping whatever is already there, then checks formatting and lints, builds the protocol
-# crate and the edge for wasm32, and runs every unit and end-to-end test.
+# Runs every test of Hermod on a fresh machine or an old one. It installs what the tests need
+# (wasm32 target, worker-build, wasm-bindgen-cli, wrangler from npm), skipping whatever is
+# already there, then checks formatting and lints, builds the protocol crate and the edge
+# Worker for wasm32, and runs every unit and end-to-end test (the edge under `wrangler dev`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain: wasm32 target"
+# worker-build must match the `worker` crate; wasm-bindgen-cli must match Cargo.lock exactly.
+WORKER_BUILD_VERSION=0.8.7
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+
+step "toolchain: wasm32 target, worker-build $WORKER_BUILD_VERSION, wasm-bindgen-cli $WASM_BINDGEN_VERSION, wrangler"
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown
+fi
+if [ "$(worker-build --version 2>/dev/null)" != "$WORKER_BUILD_VERSION" ]; then
+    cargo install worker-build --version "$WORKER_BUILD_VERSION"
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+    # Not --locked: the registry mirror lacks a few of the newest patches the CLI's lockfile pins.
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+if [ ! -x node_modules/.bin/wrangler ] || [ "$(node_modules/.bin/wrangler --version 2>/dev/null)" != "$(node -p 'require("./package.json").devDependencies.wrangler')" ]; then
+    npm ci --no-audit --no-fund
 fi
 
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p hermod-edge --target wasm32-unknown-unknown -- -D warnings
 
-step "shared and edge build for wasm32-unknown-unknown"
-cargo build -p hermod-shared -p hermod-edge --target wasm32-unknown-unknown
+step "shared builds for wasm32-unknown-unknown; the edge Worker builds with worker-build"
+cargo build -p hermod-shared --target wasm32-unknown-unknown
+# WASM_BINDGEN_BIN and ESBUILD_BIN keep worker-build from downloading them (no GitHub here);
+# --no-opt skips wasm-opt for the same reason.
+(cd edge && WASM_BINDGEN_BIN=wasm-bindgen ESBUILD_BIN=../node_modules/.bin/esbuild worker-build --release --no-opt)
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -53,9 +53,7 @@ impl Application {
         let db = Db::connect(&settings.database.url).await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
-        let server_key = db
-            .server_key(std::env::var("HERMOD_SERVER_KEY").ok().as_deref())
-            .await?;
+        let server_key = db.server_key(settings.server_key.as_ref().map(|k| k.expose())).await?;
         let http = callbacks::http_client(&settings.callbacks, &settings.cacerts)?;
         let listener = TcpListener::bind(SocketAddr::new(settings.server.address, settings.server.port)).await?;
         let port = listener.local_addr()?.port();

@@ -6,6 +6,7 @@ mod callbacks;
 mod certs;
 mod cli;
 mod cycle;
+mod edge;
 mod edge_channel;
 mod harness;
 mod tls;

@@ -1,0 +1,315 @@
+//! The Worker: `fetch` → checks by route → forward to the backend with a signed assertion.
+
+use hermod_shared::edge::{self, Caller};
+use hermod_shared::signing::{HEADER_DEVICE, HEADER_NONCE, HEADER_SERVER_TIME, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use hermod_shared::wire::{EdgeClient, EnrolRequest};
+use hermod_shared::ErrorCode;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use worker::*;
+
+use crate::policy::{self, Rate, RateDecision, RateLimiter, Refusal, Route};
+
+/// Binding and variable names, as in `wrangler.toml`.
+const KV_CACHE: &str = "HERMOD_EDGE_CACHE";
+const VAR_BACKEND_URL: &str = "BACKEND_URL";
+const SECRET_EDGE: &str = "EDGE_SECRET";
+const SECRET_SERVER_KEY: &str = "SERVER_KEY";
+const VAR_CLIENT_CACHE_TTL: &str = "CLIENT_CACHE_TTL_SECS";
+const VAR_RATE_CLIENT: &str = "RATE_LIMIT_CLIENT";
+const VAR_RATE_DEVICE: &str = "RATE_LIMIT_DEVICE";
+
+/// How long a cached client key hash is trusted by default: a revoked key stops working at
+/// the edge within this bound (at the backend at once).
+const DEFAULT_CLIENT_CACHE_TTL_SECS: i64 = 30;
+const DEFAULT_RATE_CLIENT: Rate = Rate {
+    limit: 1200,
+    window_secs: 60,
+};
+const DEFAULT_RATE_DEVICE: Rate = Rate {
+    limit: 120,
+    window_secs: 60,
+};
+
+/// Request headers passed on to the backend; everything else stays at the edge.
+const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
+    "content-type",
+    "accept",
+    "x-api-key",
+    "authorization",
+    "idempotency-key",
+    HEADER_DEVICE,
+    HEADER_TIMESTAMP,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    "user-agent",
+];
+const FORWARDED_RESPONSE_HEADERS: [&str; 6] = [
+    "content-type",
+    "location",
+    "www-authenticate",
+    "idempotent-replayed",
+    "cache-control",
+    HEADER_SERVER_TIME,
+];
+
+thread_local! {
+    static LIMITER: RefCell<RateLimiter> = RefCell::new(RateLimiter::default());
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedClient {
+    key_hash: Option<String>,
+    fetched_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+fn setting(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+}
+
+fn problem(refusal: &Refusal) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", hermod_shared::Problem::CONTENT_TYPE)?;
+    headers.set(HEADER_SERVER_TIME, &now_ms().to_string())?;
+    for (name, value) in &refusal.headers {
+        headers.set(name, value)?;
+    }
+    Ok(Response::from_bytes(refusal.body().into_bytes())?
+        .with_status(refusal.problem.status)
+        .with_headers(headers))
+}
+
+fn nonce() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::RustError(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let url = req.url()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let method = req.method().to_string();
+    let request_headers = req.headers().clone();
+    let header = |name: &str| request_headers.get(name).ok().flatten();
+    let content_type = header("content-type");
+    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        if let Err(r) = policy::check_body_size(len) {
+            return problem(&r);
+        }
+    }
+    let body = req.bytes().await.unwrap_or_default();
+    if let Err(r) = policy::check_body_size(body.len()) {
+        return problem(&r);
+    }
+
+    let mut rate_headers = Vec::new();
+    let caller = match policy::classify(&method, url.path()) {
+        Route::Blocked => return problem(&ErrorCode::NotFound.into()),
+        Route::Time => {
+            let headers = Headers::new();
+            headers.set(HEADER_SERVER_TIME, &now_ms().to_string())?;
+            return Ok(Response::from_json(&serde_json::json!({ "server_time": now_ms() }))?.with_headers(headers));
+        }
+        Route::Public => Caller::Anonymous,
+        Route::Enrol => {
+            if let Err(r) = policy::check_json::<EnrolRequest>(content_type.as_deref(), &body) {
+                return problem(&r);
+            }
+            Caller::Anonymous
+        }
+        Route::Client { create } => {
+            let credential =
+                match policy::client_credential(header("x-api-key").as_deref(), header("authorization").as_deref()) {
+                    Ok(c) => c,
+                    Err(r) => return problem(&r),
+                };
+            let key_hash = match client_key_hash(&env, &credential.client_id).await {
+                Ok(h) => h,
+                Err(e) => {
+                    console_error!("client look-up failed: {e}");
+                    return problem(&ErrorCode::Internal.into());
+                }
+            };
+            if let Err(r) = policy::key_matches(&credential, key_hash.as_deref()) {
+                return problem(&r);
+            }
+            let rate = setting(&env, VAR_RATE_CLIENT)
+                .and_then(|s| Rate::parse(&s))
+                .unwrap_or(DEFAULT_RATE_CLIENT);
+            let decision = limit(&format!("client:{}", credential.client_id), rate);
+            rate_headers = decision.headers(rate);
+            if !decision.allowed {
+                return problem(&Refusal {
+                    headers: rate_headers,
+                    ..ErrorCode::RateLimited.into()
+                });
+            }
+            if let Some(command_type) = create {
+                if let Err(r) = policy::check_create(&command_type, content_type.as_deref(), &body) {
+                    return problem(&r);
+                }
+            }
+            Caller::Client(credential.client_id)
+        }
+        Route::Device => {
+            let server_key = server_key(&env)?;
+            let headers = [
+                header(HEADER_DEVICE),
+                header(HEADER_TIMESTAMP),
+                header(HEADER_NONCE),
+                header(HEADER_SIGNATURE),
+            ];
+            let headers = headers.each_ref().map(|h| h.as_deref());
+            let signed =
+                match policy::check_device(&server_key, headers, &method, &path_and_query, &body, now_ms() / 1000) {
+                    Ok(s) => s,
+                    Err(r) => return problem(&r),
+                };
+            let rate = setting(&env, VAR_RATE_DEVICE)
+                .and_then(|s| Rate::parse(&s))
+                .unwrap_or(DEFAULT_RATE_DEVICE);
+            let decision = limit(&format!("device:{}", signed.device), rate);
+            rate_headers = decision.headers(rate);
+            if !decision.allowed {
+                return problem(&Refusal {
+                    headers: rate_headers,
+                    ..ErrorCode::RateLimited.into()
+                });
+            }
+            Caller::Device(signed.device.to_string())
+        }
+    };
+
+    let mut response = forward(&env, &request_headers, &method, &path_and_query, &body, &caller).await?;
+    for (name, value) in rate_headers {
+        response.headers_mut().set(&name, &value)?;
+    }
+    Ok(response)
+}
+
+fn limit(key: &str, rate: Rate) -> RateDecision {
+    LIMITER.with(|l| l.borrow_mut().check(key, rate, now_ms()))
+}
+
+fn server_key(env: &Env) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let b64 = setting(env, SECRET_SERVER_KEY).ok_or_else(|| Error::RustError("SERVER_KEY is not set".into()))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| Error::RustError("SERVER_KEY is not base64".into()))
+}
+
+/// The key hash of a client, from the KV cache while fresh, else from the backend (and then
+/// cached, a miss too, so that unknown ids do not reach the backend on every request).
+async fn client_key_hash(env: &Env, client_id: &str) -> Result<Option<String>> {
+    let ttl_secs = setting(env, VAR_CLIENT_CACHE_TTL)
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(DEFAULT_CLIENT_CACHE_TTL_SECS);
+    let kv = env.kv(KV_CACHE)?;
+    let cache_key = format!("client:{client_id}");
+    if let Some(text) = kv
+        .get(&cache_key)
+        .text()
+        .await
+        .map_err(|e| Error::RustError(e.to_string()))?
+    {
+        if let Ok(cached) = serde_json::from_str::<CachedClient>(&text) {
+            if now_ms() - cached.fetched_at_ms < ttl_secs * 1000 {
+                return Ok(cached.key_hash);
+            }
+        }
+    }
+    let path = format!("/edge/clients/{client_id}");
+    let mut response = forward(env, &Headers::new(), "GET", &path, &[], &Caller::Edge).await?;
+    let key_hash = match response.status_code() {
+        200 => Some(serde_json::from_slice::<EdgeClient>(&response.bytes().await?)?.key_hash),
+        404 => None,
+        other => {
+            return Err(Error::RustError(format!(
+                "backend answered {other} to a client look-up"
+            )))
+        }
+    };
+    let cached = serde_json::to_string(&CachedClient {
+        key_hash: key_hash.clone(),
+        fetched_at_ms: now_ms(),
+    })?;
+    // KV keeps entries at least 60 s; freshness is decided by `fetched_at_ms` above.
+    kv.put(&cache_key, cached)
+        .map_err(|e| Error::RustError(e.to_string()))?
+        .expiration_ttl((ttl_secs.max(30) * 2) as u64)
+        .execute()
+        .await
+        .map_err(|e| Error::RustError(e.to_string()))?;
+    Ok(key_hash)
+}
+
+fn path_url(env: &Env, path_and_query: &str) -> Result<String> {
+    let backend = setting(env, VAR_BACKEND_URL).ok_or_else(|| Error::RustError("BACKEND_URL is not set".into()))?;
+    Ok(format!("{}{path_and_query}", backend.trim_end_matches('/')))
+}
+
+/// Sends the request on to the backend with the assertion, and its answer back.
+async fn forward(
+    env: &Env,
+    original: &Headers,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    caller: &Caller,
+) -> Result<Response> {
+    let secret = setting(env, SECRET_EDGE).ok_or_else(|| Error::RustError("EDGE_SECRET is not set".into()))?;
+    let assertion = edge::sign(
+        secret.as_bytes(),
+        method,
+        path_and_query,
+        now_ms() / 1000,
+        &nonce()?,
+        caller,
+        body,
+    );
+    let headers = Headers::new();
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = original.get(name)? {
+            headers.set(name, &value)?;
+        }
+    }
+    headers.set(edge::HEADER_ASSERTION, &assertion)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::from(method.to_owned())).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(js_sys::Uint8Array::from(body).into()));
+    }
+    let upstream = Request::new_with_init(&path_url(env, path_and_query)?, &init)?;
+    let mut answer = match Fetch::Request(upstream).send().await {
+        Ok(a) => a,
+        Err(e) => {
+            console_error!("backend unreachable: {e}");
+            return problem(&Refusal::new(
+                ErrorCode::Internal,
+                Some("the backend is unreachable".into()),
+            ));
+        }
+    };
+    let headers = Headers::new();
+    for name in FORWARDED_RESPONSE_HEADERS {
+        if let Some(value) = answer.headers().get(name)? {
+            headers.set(name, &value)?;
+        }
+    }
+    let status = answer.status_code();
+    Ok(Response::from_bytes(answer.bytes().await?)?
+        .with_status(status)
+        .with_headers(headers))
+}

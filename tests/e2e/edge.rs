@@ -1,0 +1,430 @@
+//! The edge Worker under `wrangler dev`, in front of a backend that only answers the edge.
+
+use crate::edge_channel::EDGE_SECRET;
+use crate::harness::*;
+use hermod::config::Secret;
+use hermod_shared::signing::{self, DeviceSecret};
+use hermod_shared::wire::Decision;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SERVER_KEY: &str = "c2VydmVyIGtleSBzaGFyZWQgYnkgYmFja2VuZCBhbmQgZWRnZSE="; // 36 bytes
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `wrangler dev` serving the built Worker, in its own process group.
+struct Edge {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        // wrangler starts node, then workerd, all in the group the child leads. `pkill -g`
+        // names that group explicitly (a bare negative pid to `kill` can be read as -1: every
+        // process).
+        let group = self.child.id().to_string();
+        assert_ne!(group, "0");
+        let _ = Command::new("pkill").args(["-TERM", "-g", &group]).status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("pkill").args(["-KILL", "-g", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Edge {
+    async fn start(port: u16, backend: &str, vars: &[(&str, &str)]) -> Self {
+        let worker = repo().join("edge/build/index.js");
+        let wrangler = repo().join("node_modules/.bin/wrangler");
+        assert!(
+            worker.exists() && wrangler.exists(),
+            "the edge is not built: ./scripts/test.sh builds it (worker-build, npm ci)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = format!(
+            "name = \"hermod-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2025-09-01\"\n\
+             [[kv_namespaces]]\nbinding = \"HERMOD_EDGE_CACHE\"\nid = \"1\"\n[vars]\n\
+             BACKEND_URL = \"{backend}\"\nEDGE_SECRET = \"{EDGE_SECRET}\"\nSERVER_KEY = \"{SERVER_KEY}\"\n",
+            worker.canonicalize().unwrap().display()
+        );
+        for (k, v) in vars {
+            config.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+        let toml = dir.path().join("wrangler.toml");
+        std::fs::write(&toml, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("wrangler.log")).unwrap();
+        let child = Command::new(wrangler)
+            .arg("dev")
+            .arg("-c")
+            .arg(&toml)
+            .args([
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--inspector-port",
+                &free_port().to_string(),
+            ])
+            .arg("--persist-to")
+            .arg(dir.path().join("state"))
+            .current_dir(dir.path())
+            .env("CI", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let edge = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/ms/time", edge.base)).await {
+                if r.status().is_success() {
+                    return edge;
+                }
+            }
+            let log = std::fs::read_to_string(edge._dir.path().join("wrangler.log")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wrangler dev did not start:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A backend that only answers its edge, and the edge in front of it.
+async fn hosted(vars: &[(&str, &str)]) -> (TestApp, Edge) {
+    let edge_port = free_port();
+    let app = TestApp::start_with(|s| {
+        s.edge.secret = Some(Secret(EDGE_SECRET.into()));
+        s.server_key = Some(Secret(SERVER_KEY.into()));
+        s.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
+    })
+    .await;
+    let edge = Edge::start(edge_port, &app.base, vars).await;
+    (app, edge)
+}
+
+fn backend_requests(app: &TestApp) -> u64 {
+    app.state.metrics.http_requests.get()
+}
+
+async fn create_via(edge: &Edge, creds: &Creds, command_type: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/command/{command_type}", edge.base))
+        .header("x-api-key", creds.0.token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_whole_cycle_runs_through_the_edge() {
+    let (app, edge) = hosted(&[]).await;
+    let idm = Creds::idm();
+    let provision: serde_json::Value = create_via(&edge, &idm, "provision", json!({ "user_id": "yara" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let link = provision["enrolment"]["link"].as_str().unwrap();
+    assert!(
+        link.contains(&format!("127.0.0.1%3A{}", edge.base.rsplit(':').next().unwrap())),
+        "devices are sent to the edge"
+    );
+    let mut device = hermod::device_sim::DeviceClient::enrol(link, None, Some("edge phone"))
+        .await
+        .unwrap();
+    app.receiver.callback_for(provision["id"].as_str().unwrap()).await;
+
+    let created = create_via(
+        &edge,
+        &idm,
+        "authenticate",
+        json!({ "user_id": "yara", "payload": { "text": "Log in?" } }),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    assert!(created.headers().contains_key("ratelimit-remaining"));
+    let created: serde_json::Value = created.json().await.unwrap();
+    let page = device.poll(10).await.unwrap();
+    assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());
+    assert_eq!(
+        device
+            .respond(
+                &page.items[0].command.id,
+                Decision::Approved,
+                Some(json!({ "sig": "x" }))
+            )
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let cb = app.receiver.callback_for(created["id"].as_str().unwrap()).await;
+    assert_eq!(cb.event().event_type, "command.approved");
+    verify_signature(&cb, IDM_SECRET).unwrap();
+    let view: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/hermod/rest/command/{}",
+            edge.base,
+            created["id"].as_str().unwrap()
+        ))
+        .header("x-api-key", idm.0.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved");
+}
+
+#[tokio::test]
+async fn bad_requests_are_turned_away_at_the_edge_and_never_reach_the_backend() {
+    let (app, edge) = hosted(&[]).await;
+    let idm = Creds::idm();
+    let http = reqwest::Client::new();
+    // Warm the edge's cache of idm's key, and enrol a device to spoil signatures of.
+    let provision: serde_json::Value = create_via(&edge, &idm, "provision", json!({ "user_id": "zoe" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let device = hermod::device_sim::DeviceClient::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
+        .await
+        .unwrap();
+    let secret = DeviceSecret::from_base64(&device.state.device_secret).unwrap();
+    let signed = |ts_offset: i64, tamper: bool| {
+        let ts = hermod::db::now_ms() / 1000 + ts_offset;
+        let h = signing::sign(
+            &secret,
+            &device.state.device_id,
+            "POST",
+            "/ms/lifesign",
+            ts,
+            "nonce-0123456789abcdef",
+            if tamper { b"x" } else { b"" },
+        );
+        http.post(format!("{}/ms/lifesign", edge.base))
+            .header(signing::HEADER_DEVICE, h.device.as_str())
+            .header(signing::HEADER_TIMESTAMP, h.timestamp.to_string())
+            .header(signing::HEADER_NONCE, h.nonce)
+            .header(signing::HEADER_SIGNATURE, h.signature)
+    };
+    let create = |token: Option<String>, content_type: &str, body: Vec<u8>, ty: &str| {
+        let mut r = http
+            .post(format!("{}/command/{ty}", edge.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            r = r.header("x-api-key", t);
+        }
+        r
+    };
+    let wrong_key = hermod_shared::credential::ClientCredential {
+        client_id: "idm".into(),
+        key: "f".repeat(64),
+    }
+    .token();
+    let ok_body = br#"{"user_id":"zoe"}"#.to_vec();
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "no credentials",
+            create(None, "application/json", ok_body.clone(), "ping"),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "malformed credentials",
+            create(Some("%%%".into()), "application/json", ok_body.clone(), "ping"),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "wrong key",
+            create(Some(wrong_key), "application/json", ok_body.clone(), "ping"),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "malformed JSON",
+            create(
+                Some(idm.0.token()),
+                "application/json",
+                b"{\"user_id\":".to_vec(),
+                "ping",
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown command type",
+            create(Some(idm.0.token()), "application/json", ok_body.clone(), "pong"),
+            400,
+            "unknown_command_type",
+        ),
+        (
+            "not JSON",
+            create(Some(idm.0.token()), "text/plain", ok_body.clone(), "ping"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "oversized body",
+            create(Some(idm.0.token()), "application/json", vec![b' '; 70_000], "ping"),
+            413,
+            "body_too_large",
+        ),
+        ("bad device signature", signed(0, true), 401, "invalid_signature"),
+        ("stale device timestamp", signed(-400, false), 401, "stale_request"),
+        (
+            "no signature headers",
+            http.get(format!("{}/ms/mailbox", edge.base)),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "enrolment that is not JSON",
+            http.post(format!("{}/ms/enrol", edge.base))
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "malformed_json",
+        ),
+        (
+            "the backend's internal routes",
+            http.get(format!("{}/edge/clients/idm", edge.base)),
+            404,
+            "not_found",
+        ),
+        (
+            "the backend's metrics",
+            http.get(format!("{}/metrics", edge.base)),
+            404,
+            "not_found",
+        ),
+    ];
+    for (name, request, status, code) in cases {
+        let before = backend_requests(&app);
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{name}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], code, "{name}: {body}");
+        assert_eq!(backend_requests(&app), before, "{name} reached the backend");
+    }
+    // An unknown client costs the backend one look-up, then the edge remembers.
+    let nobody = hermod_shared::credential::ClientCredential {
+        client_id: "nobody".into(),
+        key: IDM_KEY.into(),
+    }
+    .token();
+    let before = backend_requests(&app);
+    for _ in 0..5 {
+        assert_eq!(
+            create(Some(nobody.clone()), "application/json", ok_body.clone(), "ping")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    assert!(backend_requests(&app) - before <= 1);
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
+    let (app, edge) = hosted(&[("RATE_LIMIT_CLIENT", "3/60")]).await;
+    let idm = Creds::idm();
+    for i in 0..3 {
+        let r = create_via(&edge, &idm, "provision", json!({ "user_id": format!("u{i}") })).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        assert_eq!(r.headers()["ratelimit-remaining"], (2 - i).to_string());
+    }
+    let before = backend_requests(&app);
+    let r = create_via(&edge, &idm, "provision", json!({ "user_id": "u4" })).await;
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "rate_limited");
+    assert_eq!(backend_requests(&app), before, "refused at the edge");
+    // Another key has its own budget.
+    assert_eq!(
+        create_via(&edge, &Creds::da(), "provision", json!({ "user_id": "d" }))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_key_fails_at_once_on_the_backend_and_within_the_cache_bound_at_the_edge() {
+    let (app, edge) = hosted(&[("CLIENT_CACHE_TTL_SECS", "2")]).await;
+    let idm = Creds::idm();
+    assert_eq!(
+        create_via(&edge, &idm, "provision", json!({ "user_id": "rev" }))
+            .await
+            .status(),
+        201
+    );
+    sqlx::query("UPDATE clients SET disabled_at = 1 WHERE client_id = 'idm'")
+        .execute(&app.state.db.write)
+        .await
+        .unwrap();
+    // At once: the edge still trusts its cache, the backend refuses.
+    let before = backend_requests(&app);
+    assert_eq!(
+        create_via(&edge, &idm, "provision", json!({ "user_id": "rev" }))
+            .await
+            .status(),
+        401
+    );
+    assert!(backend_requests(&app) > before, "the backend answered");
+    // After the bound: the edge refuses by itself (one look-up, then none).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        create_via(&edge, &idm, "provision", json!({ "user_id": "rev" }))
+            .await
+            .status(),
+        401
+    );
+    let before = backend_requests(&app);
+    assert_eq!(
+        create_via(&edge, &idm, "provision", json!({ "user_id": "rev" }))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(backend_requests(&app), before, "refused at the edge");
+}
