@@ -39,9 +39,17 @@ cargo build -p hermod-shared --target wasm32-unknown-unknown
 # --no-opt skips wasm-opt for the same reason.
 (cd edge && WASM_BINDGEN_BIN=wasm-bindgen ESBUILD_BIN=../node_modules/.bin/esbuild worker-build --release --no-opt)
 
-step "tests"
+# The end-to-end suite runs twice: on SQLite (each test its own file) and on PostgreSQL (each
+# test its own database on 127.0.0.1:5432, or HERMOD_TEST_POSTGRES). The PostgreSQL pass is
+# never skipped: without a server it fails.
 if cargo nextest --version >/dev/null 2>&1; then
+    step "tests on SQLite (and the unit tests)"
     cargo nextest run --workspace --no-fail-fast
+    step "end-to-end tests on PostgreSQL"
+    HERMOD_TEST_DATABASE=postgres cargo nextest run -p hermod --test e2e --no-fail-fast
 else
+    step "tests on SQLite (and the unit tests)"
     cargo test --workspace --no-fail-fast
+    step "end-to-end tests on PostgreSQL"
+    HERMOD_TEST_DATABASE=postgres cargo test -p hermod --test e2e --no-fail-fast
 fi

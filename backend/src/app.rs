@@ -82,8 +82,9 @@ impl Application {
             Arc::clone(&state.outbox),
             Arc::clone(&state.metrics),
         );
-        if db.dialect == crate::db::Dialect::Sqlite {
-            outbox.release_stale_claims().await?;
+        match db.dialect {
+            crate::db::Dialect::Sqlite => outbox.release_stale_claims().await?,
+            crate::db::Dialect::Postgres => crate::replicas::connect(&db, &state.wakeups).await?,
         }
         Ok(Self {
             listener,

@@ -261,12 +261,23 @@ impl Outbox {
         }
         let until = now + (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS;
         let placeholders: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "UPDATE callback_events SET claimed_until = $1
-             WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({})
-             RETURNING id, client_pk, payload, attempts",
-            placeholders.join(", ")
-        );
+        let ids = placeholders.join(", ");
+        // The guard (`claimed_until <= now`) makes a claim exclusive on both databases; on
+        // PostgreSQL, SKIP LOCKED also lets replicas claiming at once pass each other by.
+        let sql = match self.db.dialect {
+            crate::db::Dialect::Sqlite => format!(
+                "UPDATE callback_events SET claimed_until = $1
+                 WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})
+                 RETURNING id, client_pk, payload, attempts"
+            ),
+            crate::db::Dialect::Postgres => format!(
+                "UPDATE callback_events SET claimed_until = $1
+                 WHERE id IN (SELECT id FROM callback_events
+                              WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})
+                              FOR UPDATE SKIP LOCKED)
+                 RETURNING id, client_pk, payload, attempts"
+            ),
+        };
         let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
         for id in &chosen {
             query = query.bind(id);

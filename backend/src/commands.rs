@@ -123,6 +123,18 @@ async fn fetch(conn: &mut AnyConnection, id: &str) -> sqlx::Result<Option<Comman
         .await
 }
 
+/// Reads a command to change it in this transaction, locking its row where the database can
+/// (two devices answering at once, or one enrolment token used twice at once, on PostgreSQL).
+async fn fetch_for_update(state: &AppState, conn: &mut AnyConnection, id: &str) -> sqlx::Result<Option<CommandRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE id = $1{}",
+        state.db.for_update()
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// A client's own command.
 pub async fn get(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
     let row: Option<CommandRow> = sqlx::query_as(&format!(
@@ -375,7 +387,7 @@ pub async fn respond(
 ) -> ApiResult<CommandRow> {
     let now = now_ms();
     let mut tx = state.db.write.begin().await?;
-    let row = fetch(&mut tx, id)
+    let row = fetch_for_update(state, &mut tx, id)
         .await?
         .filter(|r| r.group_id == device.group_id)
         .ok_or(ErrorCode::CommandNotFound)?;
@@ -446,7 +458,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     }
     let now = now_ms();
     let mut tx = state.db.write.begin().await?;
-    let row = fetch(&mut tx, command_id.as_str())
+    let row = fetch_for_update(state, &mut tx, command_id.as_str())
         .await?
         .filter(|r| r.is_provision() && !r.status_at(now).is_final())
         .ok_or(ErrorCode::InvalidEnrolmentToken)?;

@@ -1,5 +1,6 @@
-//! The database: SQLite embedded (default) through sqlx's `Any` driver, so the same queries
-//! (written with `$N` parameters) can later run on PostgreSQL. Times are unix milliseconds.
+//! The database: SQLite embedded (the default) or PostgreSQL, chosen by the URL's scheme,
+//! through sqlx's `Any` driver so that one set of queries (written with `$N` parameters) runs
+//! on both. Each dialect has its own migrations. Times are unix milliseconds.
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -9,6 +10,7 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
 }
 
 /// A pool for reads and, on SQLite, a one-connection pool for writes: SQLite allows one writer
@@ -18,12 +20,14 @@ pub struct Db {
     pub read: AnyPool,
     pub write: AnyPool,
     pub dialect: Dialect,
+    pub url: String,
 }
 
 /// Set on every connection. WAL itself is persistent in the file.
 const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -38,7 +42,8 @@ impl Db {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => Self::connect_sqlite(url).await,
-            other => anyhow::bail!("unsupported database scheme {other:?} (this build runs on sqlite://)"),
+            "postgres" | "postgresql" => Self::connect_postgres(url).await,
+            other => anyhow::bail!("unsupported database scheme {other:?}: use sqlite:// or postgres://"),
         }
     }
 
@@ -77,12 +82,41 @@ impl Db {
             read,
             write,
             dialect: Dialect::Sqlite,
+            url: url.to_owned(),
         })
+    }
+
+    async fn connect_postgres(url: &str) -> anyhow::Result<Self> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            dialect: Dialect::Postgres,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Appended to a `SELECT` that is followed by an update in the same transaction. SQLite
+    /// needs none: its one writer connection already serialises writers.
+    pub fn for_update(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self.dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS
+                .run(&self.write)
+                .await
+                .context("applying migrations")?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS
                 .run(&self.write)
                 .await
                 .context("applying migrations")?,

@@ -18,6 +18,7 @@ pub mod http;
 pub mod mailbox;
 pub mod metrics;
 pub mod receiver;
+pub mod replicas;
 pub mod tls;
 pub mod wake;
 

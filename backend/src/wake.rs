@@ -10,6 +10,8 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Wakeups {
     slots: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Where wake-ups go for the other replicas (PostgreSQL NOTIFY), when there are any.
+    publish: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Wakeups {
@@ -26,7 +28,21 @@ impl Wakeups {
         }
     }
 
+    /// Wakes the waiters of `key` here and on every other replica.
     pub fn wake(&self, key: &str) {
+        self.wake_local(key);
+        if let Some(tx) = self.publish.get() {
+            let _ = tx.send(key.to_owned());
+        }
+    }
+
+    /// Sends every later wake-up to `tx` as well (set once, at start).
+    pub fn publish_to(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.publish.set(tx);
+    }
+
+    /// Wakes the waiters of `key` in this process only.
+    pub fn wake_local(&self, key: &str) {
         let slots = self.slots.lock().expect("wakeups lock");
         if let Some(tx) = slots.get(key) {
             tx.send_modify(|v| *v = v.wrapping_add(1));

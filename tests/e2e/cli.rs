@@ -24,11 +24,13 @@ impl Drop for Server {
 }
 
 /// Starts `hermod serve --config <file>` on port 0 and reads the port from its log.
-fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
+/// `DATABASE_URL` names the test's database (SQLite file or PostgreSQL), over the config.
+fn serve(config: &std::path::Path, dir: &std::path::Path, db: &TestDb) -> Server {
     let child = Command::new(HERMOD)
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
+        .env("DATABASE_URL", &db.url)
         .env("HERMOD_SERVER__PORT", "0")
         .env("HERMOD_LOG", "info")
         .env("NO_COLOR", "1")
@@ -67,6 +69,7 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Server {
 #[tokio::test]
 async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_completes_a_login() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
     let receiver = Receiver::start().await;
 
     let out = Command::new(HERMOD)
@@ -98,11 +101,13 @@ async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_
         ),
     )
     .unwrap();
-    let server = serve(&config, dir.path());
-    assert!(
-        dir.path().join("hermod.db").exists(),
-        "the SQLite file is created on first start"
-    );
+    let server = serve(&config, dir.path(), &db);
+    if !on_postgres() {
+        assert!(
+            dir.path().join("hermod.db").exists(),
+            "the SQLite file is created on first start"
+        );
+    }
 
     let http = reqwest::Client::new();
     let token = hermod_shared::credential::ClientCredential {
@@ -195,12 +200,13 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
 #[tokio::test]
 async fn cacerts_are_logged_at_start_and_a_file_that_is_not_a_certificate_stops_it() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
     let pki = crate::certs::TestPki::new();
     std::fs::create_dir(dir.path().join("cacerts")).unwrap();
     std::fs::write(dir.path().join("cacerts/test-ca.cer"), &pki.ca_pem).unwrap();
     let config = dir.path().join("hermod-conf.yml");
     std::fs::write(&config, "server:\n  address: 127.0.0.1\n").unwrap();
-    let server = serve(&config, dir.path());
+    let server = serve(&config, dir.path(), &db);
     assert!(
         server
             .log
@@ -227,6 +233,7 @@ async fn cacerts_are_logged_at_start_and_a_file_that_is_not_a_certificate_stops_
 #[tokio::test]
 async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
     let receiver = Receiver::start().await;
     receiver.behave("/ws/hermod", Duration::from_millis(40), 204);
     let config = dir.path().join("hermod-conf.yml");
@@ -239,7 +246,7 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
         ),
     )
     .unwrap();
-    let mut first = serve(&config, dir.path());
+    let mut first = serve(&config, dir.path(), &db);
     let http = reqwest::Client::new();
     let token = Creds::idm().0.token();
     let provision: serde_json::Value = http
@@ -287,7 +294,7 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
         "the kill came in the middle of the burst ({before} of {BURST} delivered)"
     );
 
-    let _second = serve(&config, dir.path());
+    let _second = serve(&config, dir.path(), &db);
     receiver
         .wait_for(Duration::from_secs(30), |_| {
             let seen: std::collections::HashSet<String> = receiver

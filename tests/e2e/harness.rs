@@ -162,12 +162,16 @@ impl Receiver {
                 return r;
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                let got = self.received();
+                let last: Vec<String> = got
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|r| String::from_utf8_lossy(&r.body).chars().take(300).collect())
+                    .collect();
                 panic!(
-                    "no matching callback within {within:?}; got {:?}",
-                    self.received()
-                        .iter()
-                        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-                        .collect::<Vec<_>>()
+                    "no matching callback within {within:?}; got {} requests, the last: {last:?}",
+                    got.len()
                 );
             }
         }
@@ -210,7 +214,89 @@ pub struct TestApp {
     pub receiver: Receiver,
     pub http: reqwest::Client,
     pub state: hermod::app::AppState,
+    /// Kept for its lifetime: a PostgreSQL database is dropped with it.
+    _db: TestDb,
     _dir: tempfile::TempDir,
+}
+
+/// Whether this run is the PostgreSQL pass of the suite (`HERMOD_TEST_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("HERMOD_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// The database of one test: a SQLite file in its folder, or, in the PostgreSQL pass, a fresh
+/// database on the server at `HERMOD_TEST_POSTGRES` (127.0.0.1:5432 by default), dropped
+/// afterwards. An unreachable server fails the test: PostgreSQL is never skipped.
+pub struct TestDb {
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &std::path::Path) -> Self {
+        Self::create(dir, on_postgres()).await
+    }
+
+    /// A PostgreSQL database whichever pass this is (for tests of several replicas).
+    pub async fn postgres() -> Self {
+        Self::create(std::path::Path::new("/nonexistent"), true).await
+    }
+
+    async fn create(dir: &std::path::Path, postgres: bool) -> Self {
+        if !postgres {
+            return Self {
+                url: format!("sqlite://{}", dir.join("hermod.db").display()),
+                postgres: None,
+            };
+        }
+        let admin = std::env::var("HERMOD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("hermod_t_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for this pass: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+        Self {
+            url: format!("{base}/{name}"),
+            postgres: Some((admin, name)),
+        }
+    }
+}
+
+impl TestDb {
+    /// Another handle on a database that some other `TestDb` owns (and drops).
+    pub fn borrowed(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            postgres: None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // A runtime of its own: the test's may be shutting down.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
 }
 
 /// Settings for a test: its own SQLite file, port 0, fast sweeps and retries.
@@ -259,8 +345,15 @@ impl TestApp {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        Self::start_on(db, dir, tweak).await
+    }
+
+    /// Starts an app on a given database (a second replica shares the first one's).
+    pub async fn start_on(db: TestDb, dir: tempfile::TempDir, tweak: impl FnOnce(&mut Settings)) -> Self {
         let receiver = Receiver::start().await;
         let mut settings = test_settings(dir.path(), &receiver);
+        settings.database.url = db.url.clone();
         tweak(&mut settings);
         let app = Application::build(settings).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
@@ -271,6 +364,7 @@ impl TestApp {
             receiver,
             http: reqwest::Client::new(),
             state,
+            _db: db,
             _dir: dir,
         }
     }

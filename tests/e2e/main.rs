@@ -9,5 +9,6 @@ mod cycle;
 mod edge;
 mod edge_channel;
 mod harness;
+mod replicas;
 mod tls;
 mod wakeup;

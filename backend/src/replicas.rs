@@ -1,0 +1,49 @@
+//! Several replicas on one PostgreSQL database: a wake-up in one (a command for a device, a
+//! status change) reaches waiters in all of them through `LISTEN/NOTIFY`, never by polling.
+
+use sqlx::postgres::PgListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::db::Db;
+use crate::wake::Wakeups;
+
+const CHANNEL: &str = "hermod_wake";
+
+/// Starts the publisher and the listener; both run until the process ends.
+pub async fn connect(db: &Db, wakeups: &Arc<Wakeups>) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect(&db.url).await?;
+    listener.listen(CHANNEL).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    wakeups.publish_to(tx);
+
+    let pool = db.write.clone();
+    tokio::spawn(async move {
+        while let Some(key) = rx.recv().await {
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&key)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "could not publish a wake-up");
+            }
+        }
+    });
+
+    let wakeups = Arc::clone(wakeups);
+    tokio::spawn(async move {
+        loop {
+            // PgListener reconnects by itself; after an error we only pause.
+            match listener.recv().await {
+                Ok(n) => wakeups.wake_local(n.payload()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "wake-up listener failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Several backend replicas on one PostgreSQL database (these tests use PostgreSQL in every
+//! pass of the suite).
+
+use crate::harness::*;
+use hermod::device_sim::DeviceClient;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER_KEY: &str = "cmVwbGljYXMgc2hhcmUgdGhpcyBzZXJ2ZXIga2V5IGZvciB0ZXN0cw==";
+
+#[tokio::test]
+async fn a_command_created_on_one_replica_wakes_a_device_long_polling_another_within_100_ms() {
+    let db = TestDb::postgres().await;
+    let url = db.url.clone();
+    let a = TestApp::start_on(db, tempfile::tempdir().unwrap(), |s| {
+        s.server_key = Some(hermod::config::Secret(SERVER_KEY.into()))
+    })
+    .await;
+    let b = TestApp::start_on(TestDb::borrowed(&url), tempfile::tempdir().unwrap(), |s| {
+        s.server_key = Some(hermod::config::Secret(SERVER_KEY.into()))
+    })
+    .await;
+    let idm = Creds::idm();
+    let provision = a.create_ok(&idm, "provision", json!({ "user_id": "rhea" })).await;
+    let token = provision["enrolment"]["token"].as_str().unwrap();
+    // The device enrols and polls on replica B; commands come in on replica A.
+    let mut device = DeviceClient::enrol(token, Some(&b.ms_url()), None).await.unwrap();
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let poller = {
+            let mut d = DeviceClient::from_state(device.state.clone()).unwrap();
+            tokio::spawn(async move {
+                let page = d.poll(30).await.unwrap();
+                (Instant::now(), page, d.state.cursor)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        let created = a.create_ok(&idm, "authenticate", json!({ "user_id": "rhea" })).await;
+        let (woke, page, cursor) = poller.await.unwrap();
+        assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());
+        worst = worst.max(woke.saturating_duration_since(sent));
+        device.state.cursor = cursor;
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "woke {worst:?} after the create was sent to the other replica"
+    );
+}
+
+/// A `hermod serve` process.
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn replica(config: &std::path::Path, db_url: &str) -> Replica {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hermod"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("DATABASE_URL", db_url)
+        .env("HERMOD_SERVER__PORT", "0")
+        .env("HERMOD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log_path = config.with_extension(format!("{}.log", child.id()));
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut log = std::fs::File::create(log_path).unwrap();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    let mut replica = Replica {
+        child,
+        base: String::new(),
+    };
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the replica logs its port");
+        if let Some(port) = line.split("port=").nth(1) {
+            replica.base = format!("http://127.0.0.1:{}", port.split_whitespace().next().unwrap());
+            return replica;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_1000_callbacks_through_two_replicas_survives_killing_one_of_them() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.behave("/ws/hermod", Duration::from_millis(10), 204);
+    let config = dir.path().join("hermod-conf.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  address: 127.0.0.1\nserver-key: {SERVER_KEY}\ncommands:\n  sweep-interval-ms: 100\n\
+             callbacks:\n  request-timeout: 2\n  per-receiver-concurrency: 8\n\
+             allowed-clients:\n  - client-id: idm\n    key: {IDM_KEY}\n    group: smartid\n    callback-url: {}\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let mut first = replica(&config, &db.url);
+    let second = replica(&config, &db.url);
+    let http = reqwest::Client::new();
+    let token = Creds::idm().0.token();
+    let provision: serde_json::Value = http
+        .post(format!("{}/command/provision", first.base))
+        .header("x-api-key", &token)
+        .json(&json!({ "user_id": "burst" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let enrolment = provision["enrolment"]["token"].as_str().unwrap();
+    DeviceClient::enrol(enrolment, Some(&format!("{}/ms", second.base)), None)
+        .await
+        .unwrap();
+
+    // 1,000 commands, half through each replica, all expiring after a second: 1,000 callbacks.
+    const BURST: usize = 1000;
+    let mut ids = HashSet::new();
+    for i in 0..BURST {
+        let base = if i % 2 == 0 { &first.base } else { &second.base };
+        let created: serde_json::Value = http
+            .post(format!("{base}/command/ping"))
+            .header("x-api-key", &token)
+            .json(&json!({ "user_id": "burst", "timeout": 1, "lifespan": 600 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.insert(created["id"].as_str().unwrap().to_owned());
+    }
+    let expired = |r: &Received| r.event().event_type == "command.expired";
+    // Counting (not parsing) what arrived keeps this wait cheap while the burst runs.
+    let started = Instant::now();
+    while receiver.received().len() < 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the burst did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL, mid-burst
+    first.child.wait().unwrap();
+    let at_kill = receiver.received().iter().filter(|r| expired(r)).count();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter(|r| expired(r))
+            .map(|r| r.event().data.id.to_string())
+            .collect();
+        if ids.is_subset(&seen) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            let states: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT status, COUNT(*), MAX(claimed_until) - (extract(epoch from now()) * 1000)::bigint FROM callback_events GROUP BY status",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            let logs: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap()
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect();
+            panic!(
+                "{} of {BURST} delivered; outbox {states:?}; logs:\n{}",
+                seen.len(),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for r in receiver.received().iter().filter(|r| expired(r)) {
+        *per_id.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    let duplicates: usize = per_id.values().map(|n| n - 1).sum();
+    println!(
+        "{BURST} callbacks through two replicas, one killed after {at_kill}: none missing, {duplicates} duplicates"
+    );
+    assert!(at_kill < BURST, "the kill came mid-burst");
+    assert_eq!(
+        per_id.len(),
+        BURST,
+        "one webhook-id per command: no event written twice"
+    );
+}
