@@ -58,26 +58,8 @@ impl Db {
                 .await
                 .context("cannot open the SQLite database")?,
         );
-        let write = AnyPoolOptions::new()
-            .max_connections(1)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, PRAGMAS).await?;
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
-        let read = AnyPoolOptions::new()
-            .max_connections(8)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, PRAGMAS).await?;
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let write = sqlite_pool(url, 1).await?;
+        let read = sqlite_pool(url, 8).await?;
         Ok(Self {
             read,
             write,
@@ -148,6 +130,20 @@ impl Db {
             .await?;
         Ok(row.try_get::<Vec<u8>, _>(0)?)
     }
+}
+
+/// A SQLite pool through `Any`, each connection set up with [`PRAGMAS`].
+async fn sqlite_pool(url: &str, connections: u32) -> anyhow::Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(connections)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 /// A random id with a prefix, for rows that have no protocol id of their own.

@@ -3,68 +3,10 @@
 
 use crate::harness::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const HERMOD: &str = env!("CARGO_BIN_EXE_hermod");
-
-struct Server {
-    child: Child,
-    base: String,
-    /// What the process logged before it listened.
-    log: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `hermod serve --config <file>` on port 0 and reads the port from its log.
-/// `DATABASE_URL` names the test's database (SQLite file or PostgreSQL), over the config.
-fn serve(config: &std::path::Path, dir: &std::path::Path, db: &TestDb) -> Server {
-    let child = Command::new(HERMOD)
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("DATABASE_URL", &db.url)
-        .env("HERMOD_SERVER__PORT", "0")
-        .env("HERMOD_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Owned by a Server at once, so that a failed start still kills and reaps the process.
-    let mut server = Server {
-        child,
-        base: String::new(),
-        log: Vec::new(),
-    };
-    let stderr = server.child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no port in the log: {log:#?}"));
-        if let Some(port) = line.split("port=").nth(1) {
-            let port: u16 = port.split_whitespace().next().unwrap().parse().unwrap();
-            server.base = format!("http://127.0.0.1:{port}");
-            server.log = log;
-            return server;
-        }
-        log.push(line);
-    }
-}
 
 #[tokio::test]
 async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_completes_a_login() {
@@ -101,7 +43,7 @@ async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_
         ),
     )
     .unwrap();
-    let server = serve(&config, dir.path(), &db);
+    let server = hermod_serve(&config, dir.path(), &db.url);
     if !on_postgres() {
         assert!(
             dir.path().join("hermod.db").exists(),
@@ -206,7 +148,7 @@ async fn cacerts_are_logged_at_start_and_a_file_that_is_not_a_certificate_stops_
     std::fs::write(dir.path().join("cacerts/test-ca.cer"), &pki.ca_pem).unwrap();
     let config = dir.path().join("hermod-conf.yml");
     std::fs::write(&config, "server:\n  address: 127.0.0.1\n").unwrap();
-    let server = serve(&config, dir.path(), &db);
+    let server = hermod_serve(&config, dir.path(), &db.url);
     assert!(
         server
             .log
@@ -246,7 +188,7 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
         ),
     )
     .unwrap();
-    let mut first = serve(&config, dir.path(), &db);
+    let mut first = hermod_serve(&config, dir.path(), &db.url);
     let http = reqwest::Client::new();
     let token = Creds::idm().0.token();
     let provision: serde_json::Value = http
@@ -294,7 +236,7 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
         "the kill came in the middle of the burst ({before} of {BURST} delivered)"
     );
 
-    let _second = serve(&config, dir.path(), &db);
+    let _second = hermod_serve(&config, dir.path(), &db.url);
     receiver
         .wait_for(Duration::from_secs(30), |_| {
             let seen: std::collections::HashSet<String> = receiver

@@ -473,3 +473,63 @@ pub async fn snapshot(app: &TestApp) -> String {
     }
     out
 }
+
+/// A `hermod serve` process of the real binary, stopped (SIGKILL) when dropped.
+pub struct HermodProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    /// What it logged before it listened (the rest goes to `<config>.<pid>.log`).
+    pub log: Vec<String>,
+}
+
+impl Drop for HermodProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hermod serve --config <file>` in `dir` on port 0, with `DATABASE_URL` naming the
+/// test's database (over the config), and reads the port from its log.
+pub fn hermod_serve(config: &std::path::Path, dir: &std::path::Path, db_url: &str) -> HermodProcess {
+    use std::io::{BufRead, BufReader, Write};
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hermod"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("DATABASE_URL", db_url)
+        .env("HERMOD_SERVER__PORT", "0")
+        .env("HERMOD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Owned at once, so that a failed start still kills and reaps the process.
+    let mut server = HermodProcess {
+        child,
+        base: String::new(),
+        log: Vec::new(),
+    };
+    let stderr = server.child.stderr.take().unwrap();
+    let log_path = config.with_extension(format!("{}.log", server.child.id()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(log_path).unwrap();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no port in the log: {:#?}", server.log));
+        if let Some(port) = line.split("port=").nth(1) {
+            let port: u16 = port.split_whitespace().next().unwrap().parse().unwrap();
+            server.base = format!("http://127.0.0.1:{port}");
+            return server;
+        }
+        server.log.push(line);
+    }
+}
