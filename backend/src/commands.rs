@@ -315,6 +315,23 @@ fn wake_mailbox(state: &AppState, row: &CommandRow) {
     }
 }
 
+/// The devices whose mailbox holds this command: the one it names, or every device of its user.
+pub async fn addressed_devices(state: &AppState, row: &CommandRow) -> ApiResult<Vec<String>> {
+    if row.is_provision() {
+        return Ok(Vec::new());
+    }
+    if let Some(device) = &row.device_id {
+        return Ok(vec![device.clone()]);
+    }
+    Ok(
+        sqlx::query_scalar("SELECT id FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+            .bind(&row.group_id)
+            .bind(&row.user_id)
+            .fetch_all(&state.db.read)
+            .await?,
+    )
+}
+
 /// Long-polls a command: returns when its status differs from what it was when asked, when it
 /// is final, or after `wait`.
 pub async fn wait_for_change(state: &AppState, client: &Client, id: &str, wait: Duration) -> ApiResult<CommandRow> {

@@ -9,4 +9,6 @@
 pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
+mod mailbox;
+#[cfg(target_arch = "wasm32")]
 mod worker_entry;

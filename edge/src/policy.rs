@@ -53,6 +53,27 @@ pub fn classify(method: &str, path: &str) -> Route {
     }
 }
 
+/// A mailbox poll the edge may answer itself: `GET /ms/mailbox` with only a well-formed
+/// `cursor` and `wait` (at most 60 s). Anything else goes to the backend, which answers errors.
+pub fn idle_poll(method: &str, path: &str, query: Option<&str>) -> Option<(i64, u32)> {
+    let path = path
+        .strip_prefix(VENDOR_PREFIX)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    if method != "GET" || path != "/ms/mailbox" {
+        return None;
+    }
+    let (mut cursor, mut wait) = (0i64, 0u32);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=')? {
+            ("cursor", v) => cursor = v.parse().ok().filter(|c| *c >= 0)?,
+            ("wait", v) => wait = v.parse().ok().filter(|w| *w <= 60)?,
+            _ => return None,
+        }
+    }
+    Some((cursor, wait))
+}
+
 /// A refusal: status, problem body, and extra headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
@@ -272,6 +293,16 @@ mod tests {
         assert_eq!(classify("GET", "/hermod/rest/edge/clients/idm"), Route::Blocked);
         assert_eq!(classify("GET", "/metrics"), Route::Blocked);
         assert_eq!(classify("GET", "/openapi.json"), Route::Public);
+    }
+
+    #[test]
+    fn idle_polls() {
+        assert_eq!(idle_poll("GET", "/ms/mailbox", Some("cursor=3&wait=30")), Some((3, 30)));
+        assert_eq!(idle_poll("GET", "/hermod/rest/ms/mailbox", None), Some((0, 0)));
+        assert_eq!(idle_poll("GET", "/ms/mailbox", Some("wait=61")), None);
+        assert_eq!(idle_poll("GET", "/ms/mailbox", Some("cursor=-1")), None);
+        assert_eq!(idle_poll("GET", "/ms/mailbox", Some("other=1")), None);
+        assert_eq!(idle_poll("POST", "/ms/lifesign", None), None);
     }
 
     #[test]

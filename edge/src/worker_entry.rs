@@ -2,7 +2,7 @@
 
 use hermod_shared::edge::{self, Caller};
 use hermod_shared::signing::{HEADER_DEVICE, HEADER_NONCE, HEADER_SERVER_TIME, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use hermod_shared::wire::{EdgeClient, EnrolRequest};
+use hermod_shared::wire::{EdgeClient, EnrolRequest, MailboxPage};
 use hermod_shared::ErrorCode;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -18,6 +18,11 @@ const SECRET_SERVER_KEY: &str = "SERVER_KEY";
 const VAR_CLIENT_CACHE_TTL: &str = "CLIENT_CACHE_TTL_SECS";
 const VAR_RATE_CLIENT: &str = "RATE_LIMIT_CLIENT";
 const VAR_RATE_DEVICE: &str = "RATE_LIMIT_DEVICE";
+const DO_MAILBOX: &str = "MAILBOX";
+/// Set by a backend behind the edge: the devices whose mailbox a request changed. Not passed on.
+const HEADER_MAILBOX_DEVICES: &str = "hermod-mailbox-devices";
+/// An idle device still reaches the backend this often (its `last_seen_at` stays true).
+const FORWARD_EVERY_MS: u64 = 60_000;
 
 /// How long a cached client key hash is trusted by default: a revoked key stops working at
 /// the edge within this bound (at the backend at once).
@@ -44,7 +49,8 @@ const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
     HEADER_SIGNATURE,
     "user-agent",
 ];
-const FORWARDED_RESPONSE_HEADERS: [&str; 6] = [
+const FORWARDED_RESPONSE_HEADERS: [&str; 7] = [
+    HEADER_MAILBOX_DEVICES,
     "content-type",
     "location",
     "www-authenticate",
@@ -191,11 +197,64 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
     };
 
+    // A device's poll: answered here while its mailbox is known to be empty.
+    let mut poll_version = None;
+    if let (Caller::Device(device), Some((cursor, wait))) =
+        (&caller, policy::idle_poll(&method, url.path(), url.query()))
+    {
+        let mut verdict = mailbox(&env, device)?
+            .fetch_with_str(&format!(
+                "https://mailbox/wait?timeout_ms={}&forward_every_ms={FORWARD_EVERY_MS}",
+                u64::from(wait) * 1000
+            ))
+            .await?;
+        let verdict: serde_json::Value = verdict.json().await?;
+        if verdict["go"] != true {
+            let page = MailboxPage {
+                items: Vec::new(),
+                cursor,
+                server_time: now_ms(),
+            };
+            let headers = Headers::new();
+            headers.set(HEADER_SERVER_TIME, &now_ms().to_string())?;
+            for (name, value) in &rate_headers {
+                headers.set(name, value)?;
+            }
+            return Ok(Response::from_json(&page)?.with_headers(headers));
+        }
+        poll_version = verdict["version"].as_u64();
+    }
+
     let mut response = forward(&env, &request_headers, &method, &path_and_query, &body, &caller).await?;
+    // A command was created or cancelled: wake the idle polls of the devices it concerns.
+    if let Some(devices) = response.headers().get(HEADER_MAILBOX_DEVICES)? {
+        response.headers_mut().delete(HEADER_MAILBOX_DEVICES)?;
+        for device in devices.split(',').filter(|d| !d.is_empty()) {
+            let bump = Request::new_with_init("https://mailbox/bump", RequestInit::new().with_method(Method::Post))?;
+            mailbox(&env, device)?.fetch_with_request(bump).await?;
+        }
+    }
+    // The backend found the mailbox empty: remember it, unless something arrived meanwhile.
+    if let (Some(version), 200) = (poll_version, response.status_code()) {
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        if serde_json::from_slice::<MailboxPage>(&bytes).is_ok_and(|p| p.items.is_empty()) {
+            if let Caller::Device(device) = &caller {
+                mailbox(&env, device)?
+                    .fetch_with_str(&format!("https://mailbox/empty?version={version}"))
+                    .await?;
+            }
+        }
+        response = Response::from_bytes(bytes)?.with_headers(headers);
+    }
     for (name, value) in rate_headers {
         response.headers_mut().set(&name, &value)?;
     }
     Ok(response)
+}
+
+fn mailbox(env: &Env, device: &str) -> Result<Stub> {
+    env.durable_object(DO_MAILBOX)?.id_from_name(device)?.get_stub()
 }
 
 fn limit(key: &str, rate: Rate) -> RateDecision {

@@ -62,7 +62,9 @@ impl Edge {
         let dir = tempfile::tempdir().unwrap();
         let mut config = format!(
             "name = \"hermod-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2025-09-01\"\n\
-             [[kv_namespaces]]\nbinding = \"HERMOD_EDGE_CACHE\"\nid = \"1\"\n[vars]\n\
+             [[kv_namespaces]]\nbinding = \"HERMOD_EDGE_CACHE\"\nid = \"1\"\n\
+             [durable_objects]\nbindings = [{{ name = \"MAILBOX\", class_name = \"Mailbox\" }}]\n\
+             [[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Mailbox\"]\n[vars]\n\
              BACKEND_URL = \"{backend}\"\nEDGE_SECRET = \"{EDGE_SECRET}\"\nSERVER_KEY = \"{SERVER_KEY}\"\n",
             worker.canonicalize().unwrap().display()
         );
@@ -427,4 +429,79 @@ async fn a_revoked_key_fails_at_once_on_the_backend_and_within_the_cache_bound_a
         401
     );
     assert_eq!(backend_requests(&app), before, "refused at the edge");
+}
+
+#[tokio::test]
+async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_new_command_still_wakes_the_device() {
+    let (app, edge) = hosted(&[("RATE_LIMIT_DEVICE", "100000/60")]).await;
+    let idm = Creds::idm();
+    let provision: serde_json::Value = create_via(&edge, &idm, "provision", json!({ "user_id": "ivan" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut device =
+        hermod::device_sim::DeviceClient::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
+            .await
+            .unwrap();
+
+    let before = backend_requests(&app);
+    for _ in 0..1000 {
+        let page = device.poll(0).await.unwrap();
+        assert!(page.items.is_empty());
+    }
+    let cost = backend_requests(&app) - before;
+    println!("1,000 empty polls through the edge cost the backend {cost} requests");
+    assert!(cost < 10, "1,000 empty polls cost the backend {cost} requests");
+
+    // A device long-polling the edge on its known-empty mailbox gets a new command at once.
+    let poller = {
+        let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+        tokio::spawn(async move {
+            let page = d.poll(30).await.unwrap();
+            (std::time::Instant::now(), page)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = std::time::Instant::now();
+    let created: serde_json::Value = create_via(&edge, &idm, "authenticate", json!({ "user_id": "ivan" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (woke, page) = poller.await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());
+    let waited = woke - sent;
+    println!("a new command reached the device long-polling the edge after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "the command reached the waiting device after {waited:?}"
+    );
+    // The client never sees the edge's internal header.
+    let r = create_via(&edge, &idm, "ping", json!({ "user_id": "ivan" })).await;
+    assert!(!r.headers().contains_key("hermod-mailbox-devices"));
+
+    // Cancelling wakes the device too, and it sees the cancellation.
+    device.state.cursor = page.cursor;
+    let pending = device.poll(0).await.unwrap(); // the ping
+    assert_eq!(pending.items.len(), 1);
+    let id = pending.items[0].command.id.to_string();
+    let poller = {
+        let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+        tokio::spawn(async move { d.poll(30).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = reqwest::Client::new()
+        .delete(format!("{}/command/{id}", edge.base))
+        .header("x-api-key", idm.0.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = tokio::time::timeout(Duration::from_secs(5), poller)
+        .await
+        .expect("woken by the cancellation")
+        .unwrap();
+    assert_eq!(page.items[0].kind, hermod_shared::wire::MailboxEventKind::Cancelled);
 }

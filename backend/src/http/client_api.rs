@@ -15,6 +15,7 @@ use crate::clients::AuthClient;
 use crate::commands;
 use crate::db::now_ms;
 use crate::devices;
+use crate::edge_channel::EdgeCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{self, Body};
 
@@ -43,6 +44,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub async fn create(
     State(state): State<AppState>,
     AuthClient(client): AuthClient,
+    edge: Option<axum::Extension<EdgeCaller>>,
     Path(command_type): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
@@ -76,8 +78,25 @@ pub async fn create(
             .headers_mut()
             .insert("idempotent-replayed", "true".parse().expect("static"));
     }
+    if edge.is_some() && !replayed {
+        tell_edge_mailboxes(&state, &row, &mut response).await?;
+    }
     Ok(response)
 }
+
+/// Behind the edge, names the devices whose mailbox just changed, so that the edge wakes their
+/// idle polls (`Hermod-Mailbox-Devices`; the edge keeps the header to itself).
+async fn tell_edge_mailboxes(state: &AppState, row: &commands::CommandRow, response: &mut Response) -> ApiResult<()> {
+    let devices = commands::addressed_devices(state, row).await?;
+    if !devices.is_empty() {
+        let value = devices.join(",").parse().map_err(|_| ErrorCode::Internal)?;
+        response.headers_mut().insert(MAILBOX_DEVICES_HEADER, value);
+    }
+    Ok(())
+}
+
+/// The response header that lists the devices whose mailbox changed (edge only).
+pub const MAILBOX_DEVICES_HEADER: &str = "hermod-mailbox-devices";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -132,11 +151,16 @@ pub async fn read(
 pub async fn cancel(
     State(state): State<AppState>,
     AuthClient(client): AuthClient,
+    edge: Option<axum::Extension<EdgeCaller>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<CommandView>> {
+) -> ApiResult<Response> {
     let id = command_id(&id)?;
     let row = commands::cancel(&state, &client, id.as_str()).await?;
-    Ok(Json(row.view(&state, now_ms(), true)))
+    let mut response = Json(row.view(&state, now_ms(), true)).into_response();
+    if edge.is_some() {
+        tell_edge_mailboxes(&state, &row, &mut response).await?;
+    }
+    Ok(response)
 }
 
 /// The enrolment QR code (SVG) of an open `provision` command.
