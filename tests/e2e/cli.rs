@@ -57,16 +57,8 @@ async fn gen_client_prints_an_entry_that_serve_accepts_and_the_device_simulator_
         key,
     }
     .token();
-    let provision: serde_json::Value = http
-        .post(format!("{}/command/provision", server.base))
-        .header("x-api-key", &token)
-        .json(&json!({ "user_id": "pat" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let provision: serde_json::Value =
+        post_command(&server.base, &token, "provision", json!({ "user_id": "pat" })).await;
     let link = provision["enrolment"]["link"].as_str().unwrap();
     let state = dir.path().join("device.json");
     let ms = format!("{}/ms", server.base);
@@ -189,18 +181,9 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
     )
     .unwrap();
     let mut first = hermod_serve(&config, dir.path(), &db.url);
-    let http = reqwest::Client::new();
     let token = Creds::idm().0.token();
-    let provision: serde_json::Value = http
-        .post(format!("{}/command/provision", first.base))
-        .header("x-api-key", &token)
-        .json(&json!({ "user_id": "walt" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let provision: serde_json::Value =
+        post_command(&first.base, &token, "provision", json!({ "user_id": "walt" })).await;
     let enrolment_token = provision["enrolment"]["token"].as_str().unwrap();
     hermod::device_sim::DeviceClient::enrol(enrolment_token, Some(&format!("{}/ms", first.base)), None)
         .await
@@ -210,16 +193,13 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
     const BURST: usize = 60;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..BURST {
-        let created: serde_json::Value = http
-            .post(format!("{}/command/authenticate", first.base))
-            .header("x-api-key", &token)
-            .json(&json!({ "user_id": "walt", "timeout": 1, "lifespan": 600 }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: serde_json::Value = post_command(
+            &first.base,
+            &token,
+            "authenticate",
+            json!({ "user_id": "walt", "timeout": 1, "lifespan": 600 }),
+        )
+        .await;
         ids.insert(created["id"].as_str().unwrap().to_owned());
     }
     let expired = |r: &Received| r.event().event_type == "command.expired";

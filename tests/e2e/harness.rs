@@ -533,3 +533,17 @@ pub fn hermod_serve(config: &std::path::Path, dir: &std::path::Path, db_url: &st
         server.log.push(line);
     }
 }
+
+/// `POST {base}/command/{command_type}` with an API key and a JSON body; the JSON answer.
+pub async fn post_command(base: &str, token: &str, command_type: &str, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{base}/command/{command_type}"))
+        .header("x-api-key", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

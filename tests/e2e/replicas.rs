@@ -76,18 +76,9 @@ async fn a_burst_of_1000_callbacks_through_two_replicas_survives_killing_one_of_
     .unwrap();
     let mut first = hermod_serve(&config, dir.path(), &db.url);
     let second = hermod_serve(&config, dir.path(), &db.url);
-    let http = reqwest::Client::new();
     let token = Creds::idm().0.token();
-    let provision: serde_json::Value = http
-        .post(format!("{}/command/provision", first.base))
-        .header("x-api-key", &token)
-        .json(&json!({ "user_id": "burst" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let provision: serde_json::Value =
+        post_command(&first.base, &token, "provision", json!({ "user_id": "burst" })).await;
     let enrolment = provision["enrolment"]["token"].as_str().unwrap();
     DeviceClient::enrol(enrolment, Some(&format!("{}/ms", second.base)), None)
         .await
@@ -98,16 +89,13 @@ async fn a_burst_of_1000_callbacks_through_two_replicas_survives_killing_one_of_
     let mut ids = HashSet::new();
     for i in 0..BURST {
         let base = if i % 2 == 0 { &first.base } else { &second.base };
-        let created: serde_json::Value = http
-            .post(format!("{base}/command/ping"))
-            .header("x-api-key", &token)
-            .json(&json!({ "user_id": "burst", "timeout": 1, "lifespan": 600 }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: serde_json::Value = post_command(
+            base,
+            &token,
+            "ping",
+            json!({ "user_id": "burst", "timeout": 1, "lifespan": 600 }),
+        )
+        .await;
         ids.insert(created["id"].as_str().unwrap().to_owned());
     }
     let expired = |r: &Received| r.event().event_type == "command.expired";
