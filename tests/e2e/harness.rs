@@ -547,3 +547,43 @@ pub async fn post_command(base: &str, token: &str, command_type: &str, body: ser
         .await
         .unwrap()
 }
+
+/// Measures how soon a device long-polling its mailbox wakes after `create` sends a command
+/// (it returns the new command's id), over seven rounds, and checks the mechanism: the median
+/// meets `target`, and even the slowest, on a loaded machine, is far from the 30 s that a
+/// missed wake-up would cost.
+pub async fn assert_wakes_within<F, Fut>(device: &mut hermod::device_sim::DeviceClient, target: Duration, mut create: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let poller = {
+            let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+            tokio::spawn(async move {
+                let page = d.poll(30).await.unwrap();
+                (Instant::now(), page, d.state.cursor)
+            })
+        };
+        // Let the poll reach the server and subscribe.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        let created = create().await;
+        let (woke, page, cursor) = poller.await.unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].command.id.as_str(), created);
+        waits.push(woke.saturating_duration_since(sent));
+        device.state.cursor = cursor;
+    }
+    waits.sort();
+    let (median, slowest) = (waits[waits.len() / 2], waits[waits.len() - 1]);
+    assert!(
+        median < target,
+        "median wake-up {median:?} after the command was sent: {waits:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a wake-up took {slowest:?}: {waits:?}"
+    );
+}
