@@ -22,7 +22,7 @@ use crate::commands;
 use crate::config::Settings;
 use crate::db::{now_ms, Db};
 use crate::error::ApiError;
-use crate::http::{callbacks_api, client_api, device_api, openapi, pages};
+use crate::http::{admin_api, callbacks_api, client_api, device_api, openapi, pages};
 use crate::metrics::Metrics;
 use crate::wake::Wakeups;
 
@@ -37,6 +37,8 @@ pub struct AppState {
     /// Wakes the callback worker when an event is written.
     pub outbox: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// When each key's use was last written to the audit log.
+    pub key_use: Arc<crate::audit::KeyUse>,
 }
 
 pub struct Application {
@@ -74,6 +76,7 @@ impl Application {
             wakeups: Arc::new(Wakeups::default()),
             outbox: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
+            key_use: Arc::default(),
         };
         let outbox = Outbox::new(
             db.clone(),
@@ -170,6 +173,50 @@ fn api() -> Router<AppState> {
         .route("/ms/time", get(device_api::time))
 }
 
+/// The admin API (hosted tenants); served at the root only, not under the seeds' prefix.
+fn admin() -> Router<AppState> {
+    use axum::routing::{delete, put};
+    let t = "/admin/tenants/{tenant}";
+    Router::new()
+        .route(
+            "/admin/tenants",
+            post(admin_api::create_tenant).get(admin_api::list_tenants),
+        )
+        .route(t, get(admin_api::get_tenant))
+        .route(&format!("{t}/quotas"), put(admin_api::set_quotas))
+        .route(
+            &format!("{t}/admin-keys"),
+            post(admin_api::issue_admin_key).get(admin_api::list_admin_keys),
+        )
+        .route(
+            &format!("{t}/admin-keys/{{key_id}}"),
+            delete(admin_api::revoke_admin_key),
+        )
+        .route(
+            &format!("{t}/groups"),
+            post(admin_api::create_group).get(admin_api::list_groups),
+        )
+        .route(
+            &format!("{t}/clients"),
+            post(admin_api::create_client).get(admin_api::list_clients),
+        )
+        .route(
+            &format!("{t}/clients/{{client}}"),
+            get(admin_api::get_client)
+                .patch(admin_api::update_client)
+                .delete(admin_api::disable_client),
+        )
+        .route(
+            &format!("{t}/clients/{{client}}/keys"),
+            post(admin_api::issue_client_key).get(admin_api::list_client_keys),
+        )
+        .route(
+            &format!("{t}/clients/{{client}}/keys/{{key_id}}"),
+            delete(admin_api::revoke_client_key),
+        )
+        .route(&format!("{t}/audit"), get(admin_api::audit_log))
+}
+
 pub fn router(state: AppState) -> Router {
     let behind_edge = || axum::middleware::from_fn_with_state(state.clone(), crate::edge_channel::require_assertion);
     let mut api = api();
@@ -177,12 +224,14 @@ pub fn router(state: AppState) -> Router {
         api = api.route("/generate-client", get(pages::generate_client));
     }
     let api = api.layer(behind_edge());
+    let admin = admin().layer(behind_edge());
     let internal = Router::new()
         .route("/edge/clients/{client_id}", get(crate::edge_channel::client_for_edge))
         .layer(behind_edge());
     Router::new()
         .merge(api.clone())
         .merge(internal)
+        .merge(admin)
         .nest("/hermod/rest", api)
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(|| async { "ok" }))

@@ -1,6 +1,7 @@
 //! Clients: the server systems that send commands. Config-file clients live in the default
-//! tenant and are synchronised into the database at start; credentials are checked against
-//! the stored SHA-256 of the key, in constant time.
+//! tenant and are synchronised into the database at start; hosted clients are made through the
+//! admin API (see `tenants`). A client has up to two active keys (a rotation); credentials are
+//! checked against the stored SHA-256 of each, in constant time.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -11,6 +12,7 @@ use sqlx::Row;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::audit::KeyKind;
 use crate::config::AllowedClient;
 use crate::db::{now_ms, random_id, Db};
 use crate::error::{ApiError, ApiResult};
@@ -24,10 +26,15 @@ pub struct Client {
     pub client_id: String,
     pub tenant_id: String,
     pub group_id: String,
+    /// The key it authenticated with.
+    pub key_id: String,
+    /// Its tenant's quota of commands per second, if any.
+    pub max_commands_per_second: Option<u32>,
 }
 
 /// Makes the database's config-sourced clients match the file: new ones added, changed ones
-/// updated, removed ones disabled (their commands stay in history until their lifespan ends).
+/// updated (a changed key replaces the old one at once), removed ones disabled (their commands
+/// stay in history until their lifespan ends). A hosted client's id is never taken over.
 pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::Result<()> {
     let now = now_ms();
     let mut tx = db.write.begin().await?;
@@ -37,7 +44,7 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .execute(&mut *tx)
         .await?;
     for c in clients {
-        let group_id = format!("{DEFAULT_TENANT}/{}", c.group);
+        let group_id = group_id(DEFAULT_TENANT, &c.group);
         sqlx::query(
             "INSERT INTO groups (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
         )
@@ -48,22 +55,49 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .execute(&mut *tx)
         .await?;
         let secrets = (!c.callback_signing_secrets.is_empty()).then(|| c.callback_signing_secrets.join(" "));
-        sqlx::query(
-            "INSERT INTO clients (id, tenant_id, group_id, client_id, key_hash, callback_url, callback_basic_auth, callback_secrets, source, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'config', $9)
-             ON CONFLICT (client_id) DO UPDATE SET group_id = excluded.group_id, key_hash = excluded.key_hash,
+        let pk: Option<String> = sqlx::query_scalar(
+            "INSERT INTO clients (id, tenant_id, group_id, client_id, name, callback_url, callback_basic_auth, callback_secrets, source, created_at)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, 'config', $8)
+             ON CONFLICT (client_id) DO UPDATE SET group_id = excluded.group_id,
                  callback_url = excluded.callback_url, callback_basic_auth = excluded.callback_basic_auth,
                  callback_secrets = excluded.callback_secrets, disabled_at = NULL,
-                 callback_disabled_at = CASE WHEN clients.callback_url = excluded.callback_url THEN clients.callback_disabled_at ELSE NULL END",
+                 callback_disabled_at = CASE WHEN clients.callback_url = excluded.callback_url THEN clients.callback_disabled_at ELSE NULL END
+             WHERE clients.source = 'config'
+             RETURNING id",
         )
         .bind(random_id("cl_"))
         .bind(DEFAULT_TENANT)
         .bind(&group_id)
         .bind(&c.client_id)
-        .bind(sha256_hex(c.key.as_bytes()))
         .bind(&c.callback_url)
         .bind(&c.callback_basic_auth)
         .bind(secrets)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let pk = pk.ok_or_else(|| {
+            anyhow::anyhow!(
+                "allowed-clients: client-id {} is taken by a client made through the admin API",
+                c.client_id
+            )
+        })?;
+        let key_hash = sha256_hex(c.key.as_bytes());
+        sqlx::query(
+            "UPDATE client_keys SET revoked_at = $1 WHERE client_pk = $2 AND source = 'config' AND revoked_at IS NULL AND key_hash <> $3",
+        )
+        .bind(now)
+        .bind(&pk)
+        .bind(&key_hash)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO client_keys (id, client_pk, key_hash, source, created_at)
+             SELECT $1, $2, $3, 'config', $4 WHERE NOT EXISTS
+                 (SELECT 1 FROM client_keys WHERE client_pk = $2 AND source = 'config' AND revoked_at IS NULL)",
+        )
+        .bind(random_id("key_"))
+        .bind(&pk)
+        .bind(&key_hash)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -86,6 +120,11 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
     Ok(())
 }
 
+/// The id of a tenant's group.
+pub fn group_id(tenant_id: &str, group: &str) -> String {
+    format!("{tenant_id}/{group}")
+}
+
 /// The credential a request carries, if any (not yet checked).
 pub fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
     if let Some(v) = headers.get("x-api-key") {
@@ -94,30 +133,42 @@ pub fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
     ClientCredential::from_authorization(headers.get("authorization")?.to_str().ok()?)
 }
 
+/// The client a request authenticates as: its id must name an enabled client and its key one of
+/// that client's active keys (compared in constant time, also for an unknown id).
 pub async fn authenticate(db: &Db, headers: &HeaderMap) -> ApiResult<Client> {
     let cred = credential(headers).ok_or(ErrorCode::InvalidCredentials)?;
-    let row = sqlx::query(
-        "SELECT id, client_id, tenant_id, group_id, key_hash FROM clients WHERE client_id = $1 AND disabled_at IS NULL",
+    let rows = sqlx::query(
+        "SELECT c.id, c.client_id, c.tenant_id, c.group_id, t.max_commands_per_second, k.id AS key_id, k.key_hash
+         FROM clients c JOIN client_keys k ON k.client_pk = c.id AND k.revoked_at IS NULL
+         JOIN tenants t ON t.id = c.tenant_id
+         WHERE c.client_id = $1 AND c.disabled_at IS NULL",
     )
     .bind(&cred.client_id)
-    .fetch_optional(&db.read)
+    .fetch_all(&db.read)
     .await?;
     let presented = sha256_hex(cred.key.as_bytes());
-    // Compare against something even for an unknown client, so timing says nothing.
-    let stored: String = match &row {
-        Some(r) => r.try_get("key_hash")?,
-        None => "0".repeat(64),
-    };
-    let matches: bool = presented.as_bytes().ct_eq(stored.as_bytes()).into();
-    match row {
-        Some(r) if matches => Ok(Client {
-            pk: r.try_get("id")?,
-            client_id: r.try_get("client_id")?,
-            tenant_id: r.try_get("tenant_id")?,
-            group_id: r.try_get("group_id")?,
-        }),
-        _ => Err(ErrorCode::InvalidCredentials.into()),
+    let dummy = "0".repeat(64);
+    let mut found = None;
+    for (i, row) in rows.iter().enumerate() {
+        let stored: String = row.try_get("key_hash")?;
+        if bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+            found = Some(i);
+        }
     }
+    if rows.is_empty() {
+        // Spend the same comparison on an unknown client, so timing says nothing.
+        let _ = presented.as_bytes().ct_eq(dummy.as_bytes());
+    }
+    let row = found.map(|i| &rows[i]).ok_or(ErrorCode::InvalidCredentials)?;
+    let rate: Option<i64> = row.try_get("max_commands_per_second")?;
+    Ok(Client {
+        pk: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        group_id: row.try_get("group_id")?,
+        key_id: row.try_get("key_id")?,
+        max_commands_per_second: rate.map(|r| r.clamp(0, i64::from(u32::MAX)) as u32),
+    })
 }
 
 /// Extractor: the request's client, or a 401 problem.
@@ -127,6 +178,15 @@ impl FromRequestParts<AppState> for AuthClient {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(&state.db, &parts.headers).await.map(AuthClient)
+        let client = authenticate(&state.db, &parts.headers).await?;
+        state.key_use.note(
+            &state.db,
+            KeyKind::Client,
+            &client.tenant_id,
+            &format!("client:{}", client.client_id),
+            &client.key_id,
+            format!("{} {}", parts.method, parts.uri.path()),
+        );
+        Ok(AuthClient(client))
     }
 }

@@ -484,6 +484,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
         .clone()
         .and_then(|u| UserId::parse(&u))
         .ok_or(ErrorCode::Internal)?;
+    crate::tenants::check_device_quota(&mut tx, &state.db, &row.group_id).await?;
     let device_id = DeviceId::from_random(rand::random());
     sqlx::query("INSERT INTO devices (id, group_id, user_id, name, enrolled_by, enrolled_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
         .bind(device_id.as_str())

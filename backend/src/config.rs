@@ -40,6 +40,7 @@ pub struct Settings {
     pub devices: DeviceSettings,
     pub callbacks: CallbackSettings,
     pub edge: EdgeSettings,
+    pub admin: AdminSettings,
     /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
     /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
     pub server_key: Option<Secret>,
@@ -62,6 +63,7 @@ impl Default for Settings {
             devices: DeviceSettings::default(),
             callbacks: CallbackSettings::default(),
             edge: EdgeSettings::default(),
+            admin: AdminSettings::default(),
             server_key: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
@@ -206,6 +208,16 @@ pub struct EdgeSettings {
     pub secret: Option<Secret>,
 }
 
+/// The admin API (`/admin`) for hosted tenants.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct AdminSettings {
+    /// The operator's token (`HERMOD_ADMIN__OPERATOR_KEY`, at least 32 characters), sent as
+    /// `Authorization: Bearer`: it creates tenants and sets their quotas. Without it, only
+    /// tenant admin tokens work and no tenant can be created.
+    pub operator_key: Option<Secret>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CallbackSettings {
@@ -322,6 +334,12 @@ impl Settings {
             anyhow::ensure!(
                 secret.expose().len() >= 32,
                 "edge.secret must hold at least 32 characters"
+            );
+        }
+        if let Some(key) = &self.admin.operator_key {
+            anyhow::ensure!(
+                key.expose().len() >= 32,
+                "admin.operator-key must hold at least 32 characters"
             );
         }
         if self.server.ssl.enabled {

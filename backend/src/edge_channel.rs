@@ -83,7 +83,7 @@ pub async fn require_assertion(State(state): State<AppState>, request: Request, 
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-/// `GET /edge/clients/{client_id}`: a client's key hash, for the edge to cache. Only the edge
+/// `GET /edge/clients/{client_id}`: a client's active key hashes, for the edge to cache. Only the edge
 /// reaches it (an `edge` assertion); without an edge secret it does not exist.
 pub async fn client_for_edge(
     State(state): State<AppState>,
@@ -94,11 +94,15 @@ pub async fn client_for_edge(
         Some(axum::Extension(EdgeCaller(Caller::Edge))) if state.settings.edge.secret.is_some() => {}
         _ => return Err(ErrorCode::NotFound.into()),
     }
-    let key_hash: Option<String> =
-        sqlx::query_scalar("SELECT key_hash FROM clients WHERE client_id = $1 AND disabled_at IS NULL")
-            .bind(&client_id)
-            .fetch_optional(&state.db.read)
-            .await?;
-    let key_hash = key_hash.ok_or(ErrorCode::NotFound)?;
-    Ok(axum::Json(hermod_shared::wire::EdgeClient { client_id, key_hash }))
+    let key_hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT k.key_hash FROM clients c JOIN client_keys k ON k.client_pk = c.id AND k.revoked_at IS NULL
+         WHERE c.client_id = $1 AND c.disabled_at IS NULL ORDER BY k.created_at",
+    )
+    .bind(&client_id)
+    .fetch_all(&state.db.read)
+    .await?;
+    if key_hashes.is_empty() {
+        return Err(ErrorCode::NotFound.into());
+    }
+    Ok(axum::Json(hermod_shared::wire::EdgeClient { client_id, key_hashes }))
 }

@@ -9,6 +9,8 @@ use hermod_shared::{ErrorCode, Problem};
 pub struct ApiError {
     pub code: ErrorCode,
     pub detail: Option<String>,
+    /// Headers the answer carries besides the problem (`RateLimit-*`, `Retry-After`).
+    pub headers: Vec<(String, String)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -18,13 +20,23 @@ impl ApiError {
         Self {
             code,
             detail: Some(detail.into()),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
-        Self { code, detail: None }
+        Self {
+            code,
+            detail: None,
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -50,6 +62,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(Problem::CONTENT_TYPE));
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
         if self.code == ErrorCode::InvalidCredentials {
             headers.insert(
                 header::WWW_AUTHENTICATE,

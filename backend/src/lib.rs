@@ -2,7 +2,9 @@
 //! `hermod` CLI (serve, migrate, gen-client, the device simulator).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod callbacks;
 pub mod cli;
 pub mod clients;
@@ -19,6 +21,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod receiver;
 pub mod replicas;
+pub mod tenants;
 pub mod tls;
 pub mod wake;
 

@@ -3,6 +3,7 @@
 //! The answers are the same problem+json bodies the backend would give.
 
 use hermod_shared::credential::ClientCredential;
+pub use hermod_shared::ratelimit::RateDecision;
 use hermod_shared::signing::{self, DeviceSecret, SignedHeaders};
 use hermod_shared::wire::CreateCommand;
 use hermod_shared::{CommandType, ErrorCode, Problem};
@@ -123,12 +124,17 @@ pub fn client_credential(api_key: Option<&str>, authorization: Option<&str>) -> 
     parsed.ok_or_else(|| ErrorCode::InvalidCredentials.into())
 }
 
-/// Checks a presented key against the cached hash, in constant time.
-pub fn key_matches(credential: &ClientCredential, key_hash: Option<&str>) -> Result<(), Refusal> {
+/// Checks a presented key against the client's active key hashes (two during a rotation), in
+/// constant time; an unknown client is compared against a dummy so timing tells nothing.
+pub fn key_matches(credential: &ClientCredential, key_hashes: &[String]) -> Result<(), Refusal> {
     let presented = hermod_shared::sha256_hex(credential.key.as_bytes());
-    let stored = key_hash.map(str::to_owned).unwrap_or_else(|| "0".repeat(64));
-    let equal: bool = presented.as_bytes().ct_eq(stored.as_bytes()).into();
-    if equal && key_hash.is_some() {
+    let dummy = ["0".repeat(64)];
+    let candidates = if key_hashes.is_empty() { &dummy[..] } else { key_hashes };
+    let mut equal = subtle::Choice::from(0u8);
+    for stored in candidates {
+        equal |= presented.as_bytes().ct_eq(stored.as_bytes());
+    }
+    if bool::from(equal) && !key_hashes.is_empty() {
         Ok(())
     } else {
         Err(ErrorCode::InvalidCredentials.into())
@@ -203,34 +209,6 @@ impl Rate {
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     windows: HashMap<String, (i64, u32)>,
-}
-
-/// The `RateLimit-*` headers of an answer, and whether the request may go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateDecision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the window resets.
-    pub reset_secs: i64,
-}
-
-impl RateDecision {
-    pub fn headers(&self, rate: Rate) -> Vec<(String, String)> {
-        let mut h = vec![
-            ("ratelimit-limit".to_owned(), self.limit.to_string()),
-            ("ratelimit-remaining".to_owned(), self.remaining.to_string()),
-            ("ratelimit-reset".to_owned(), self.reset_secs.to_string()),
-            (
-                "ratelimit-policy".to_owned(),
-                format!("{};w={}", rate.limit, rate.window_secs),
-            ),
-        ];
-        if !self.allowed {
-            h.push(("retry-after".to_owned(), self.reset_secs.to_string()));
-        }
-        h
-    }
 }
 
 impl RateLimiter {
@@ -308,9 +286,15 @@ mod tests {
     #[test]
     fn credentials_and_keys() {
         let c = client_credential(Some("aWRtOjQ0NjAyMDEzNGVlOA=="), None).unwrap();
-        assert!(key_matches(&c, Some(&hermod_shared::sha256_hex(b"446020134ee8"))).is_ok());
-        assert!(key_matches(&c, Some(&hermod_shared::sha256_hex(b"other"))).is_err());
-        assert!(key_matches(&c, None).is_err());
+        let right = hermod_shared::sha256_hex(b"446020134ee8");
+        let other = hermod_shared::sha256_hex(b"other");
+        assert!(key_matches(&c, std::slice::from_ref(&right)).is_ok());
+        assert!(
+            key_matches(&c, &[other.clone(), right]).is_ok(),
+            "either key of a rotation"
+        );
+        assert!(key_matches(&c, &[other]).is_err());
+        assert!(key_matches(&c, &[]).is_err());
         assert!(client_credential(None, None).is_err());
         assert!(client_credential(None, Some("Basic aWRtOjQ0NjAyMDEzNGVlOA==")).is_ok());
     }
@@ -338,7 +322,7 @@ mod tests {
         assert!(!third.allowed);
         assert_eq!(third.reset_secs, 8);
         assert!(third
-            .headers(rate)
+            .headers(rate.window_secs)
             .contains(&("retry-after".to_owned(), "8".to_owned())));
         assert!(l.check("other", rate, 12_500).allowed, "callers are counted apart");
         assert!(l.check("k", rate, 20_000).allowed, "a new window");

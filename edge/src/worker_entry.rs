@@ -49,8 +49,13 @@ const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
     HEADER_SIGNATURE,
     "user-agent",
 ];
-const FORWARDED_RESPONSE_HEADERS: [&str; 7] = [
+const FORWARDED_RESPONSE_HEADERS: [&str; 12] = [
     HEADER_MAILBOX_DEVICES,
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+    "retry-after",
     "content-type",
     "location",
     "www-authenticate",
@@ -65,7 +70,8 @@ thread_local! {
 
 #[derive(Serialize, Deserialize)]
 struct CachedClient {
-    key_hash: Option<String>,
+    /// The active keys' hashes; empty for an unknown or disabled client.
+    key_hashes: Vec<String>,
     fetched_at_ms: i64,
 }
 
@@ -140,21 +146,21 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                     Ok(c) => c,
                     Err(r) => return problem(&r),
                 };
-            let key_hash = match client_key_hash(&env, &credential.client_id).await {
+            let key_hashes = match client_key_hashes(&env, &credential.client_id).await {
                 Ok(h) => h,
                 Err(e) => {
                     console_error!("client look-up failed: {e}");
                     return problem(&ErrorCode::Internal.into());
                 }
             };
-            if let Err(r) = policy::key_matches(&credential, key_hash.as_deref()) {
+            if let Err(r) = policy::key_matches(&credential, &key_hashes) {
                 return problem(&r);
             }
             let rate = setting(&env, VAR_RATE_CLIENT)
                 .and_then(|s| Rate::parse(&s))
                 .unwrap_or(DEFAULT_RATE_CLIENT);
             let decision = limit(&format!("client:{}", credential.client_id), rate);
-            rate_headers = decision.headers(rate);
+            rate_headers = decision.headers(rate.window_secs);
             if !decision.allowed {
                 return problem(&Refusal {
                     headers: rate_headers,
@@ -186,7 +192,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 .and_then(|s| Rate::parse(&s))
                 .unwrap_or(DEFAULT_RATE_DEVICE);
             let decision = limit(&format!("device:{}", signed.device), rate);
-            rate_headers = decision.headers(rate);
+            rate_headers = decision.headers(rate.window_secs);
             if !decision.allowed {
                 return problem(&Refusal {
                     headers: rate_headers,
@@ -247,8 +253,11 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
         response = Response::from_bytes(bytes)?.with_headers(headers);
     }
-    for (name, value) in rate_headers {
-        response.headers_mut().set(&name, &value)?;
+    // A tenant quota the backend reported wins over the edge's own per-key rate.
+    if !response.headers().has("ratelimit-limit")? {
+        for (name, value) in rate_headers {
+            response.headers_mut().set(&name, &value)?;
+        }
     }
     Ok(response)
 }
@@ -269,9 +278,9 @@ fn server_key(env: &Env) -> Result<Vec<u8>> {
         .map_err(|_| Error::RustError("SERVER_KEY is not base64".into()))
 }
 
-/// The key hash of a client, from the KV cache while fresh, else from the backend (and then
+/// The active key hashes of a client, from the KV cache while fresh, else from the backend (and then
 /// cached, a miss too, so that unknown ids do not reach the backend on every request).
-async fn client_key_hash(env: &Env, client_id: &str) -> Result<Option<String>> {
+async fn client_key_hashes(env: &Env, client_id: &str) -> Result<Vec<String>> {
     let ttl_secs = setting(env, VAR_CLIENT_CACHE_TTL)
         .and_then(|s| s.parse::<i64>().ok())
         .unwrap_or(DEFAULT_CLIENT_CACHE_TTL_SECS);
@@ -285,15 +294,15 @@ async fn client_key_hash(env: &Env, client_id: &str) -> Result<Option<String>> {
     {
         if let Ok(cached) = serde_json::from_str::<CachedClient>(&text) {
             if now_ms() - cached.fetched_at_ms < ttl_secs * 1000 {
-                return Ok(cached.key_hash);
+                return Ok(cached.key_hashes);
             }
         }
     }
     let path = format!("/edge/clients/{client_id}");
     let mut response = forward(env, &Headers::new(), "GET", &path, &[], &Caller::Edge).await?;
-    let key_hash = match response.status_code() {
-        200 => Some(serde_json::from_slice::<EdgeClient>(&response.bytes().await?)?.key_hash),
-        404 => None,
+    let key_hashes = match response.status_code() {
+        200 => serde_json::from_slice::<EdgeClient>(&response.bytes().await?)?.key_hashes,
+        404 => Vec::new(),
         other => {
             return Err(Error::RustError(format!(
                 "backend answered {other} to a client look-up"
@@ -301,7 +310,7 @@ async fn client_key_hash(env: &Env, client_id: &str) -> Result<Option<String>> {
         }
     };
     let cached = serde_json::to_string(&CachedClient {
-        key_hash: key_hash.clone(),
+        key_hashes: key_hashes.clone(),
         fetched_at_ms: now_ms(),
     })?;
     // KV keeps entries at least 60 s; freshness is decided by `fetched_at_ms` above.
@@ -311,7 +320,7 @@ async fn client_key_hash(env: &Env, client_id: &str) -> Result<Option<String>> {
         .execute()
         .await
         .map_err(|e| Error::RustError(e.to_string()))?;
-    Ok(key_hash)
+    Ok(key_hashes)
 }
 
 fn path_url(env: &Env, path_and_query: &str) -> Result<String> {

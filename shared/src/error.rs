@@ -30,6 +30,9 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     RateLimited,
+    QuotaExceeded,
+    Forbidden,
+    Conflict,
     Internal,
 }
 
@@ -44,15 +47,15 @@ impl ErrorCode {
             | ReplayedRequest
             | InvalidEnrolmentToken
             | InvalidEdgeAssertion => 401,
-            NotAddressedToDevice => 403,
+            NotAddressedToDevice | Forbidden => 403,
             CommandNotFound | DeviceNotFound | UserHasNoDevice | NotFound => 404,
             MethodNotAllowed => 405,
-            AlreadyAnswered | CommandCancelled => 409,
+            AlreadyAnswered | CommandCancelled | Conflict => 409,
             CommandExpired => 410,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             IdempotencyConflict => 422,
-            RateLimited => 429,
+            RateLimited | QuotaExceeded => 429,
             Internal => 500,
         }
     }
@@ -83,6 +86,9 @@ impl ErrorCode {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             RateLimited => "rate_limited",
+            QuotaExceeded => "quota_exceeded",
+            Forbidden => "forbidden",
+            Conflict => "conflict",
             Internal => "internal",
         }
     }
@@ -114,6 +120,9 @@ impl ErrorCode {
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             RateLimited => "Too many requests",
+            QuotaExceeded => "The tenant's quota is used up",
+            Forbidden => "These credentials may not do this",
+            Conflict => "This conflicts with what exists",
             Internal => "Internal server error",
         }
     }
@@ -177,6 +186,7 @@ mod tests {
         for code in [
             ErrorCode::MalformedJson,
             ErrorCode::UserHasNoDevice,
+            ErrorCode::QuotaExceeded,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());

@@ -4,11 +4,13 @@
 //! the same functions run natively and in `wasm32-unknown-unknown`, and tests pin every case.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod command;
 pub mod credential;
 pub mod edge;
 pub mod enrolment;
 pub mod error;
+pub mod ratelimit;
 pub mod signing;
 pub mod webhook;
 pub mod wire;

@@ -273,8 +273,8 @@ pub struct RecoverResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeClient {
     pub client_id: String,
-    /// Lowercase hex SHA-256 of the key.
-    pub key_hash: String,
+    /// Lowercase hex SHA-256 of each active key (two during a rotation).
+    pub key_hashes: Vec<String>,
 }
 
 /// RFC 3339 UTC with milliseconds, from unix milliseconds (proleptic Gregorian calendar).

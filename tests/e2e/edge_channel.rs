@@ -182,7 +182,7 @@ async fn only_the_edge_itself_can_read_a_clients_key_hash() {
     let r = get(Caller::Edge, "/edge/clients/idm").await.unwrap();
     assert_eq!(r.status(), 200);
     let client: hermod_shared::wire::EdgeClient = r.json().await.unwrap();
-    assert_eq!(client.key_hash, hermod_shared::sha256_hex(IDM_KEY.as_bytes()));
+    assert_eq!(client.key_hashes, [hermod_shared::sha256_hex(IDM_KEY.as_bytes())]);
     assert_eq!(get(Caller::Edge, "/edge/clients/nobody").await.unwrap().status(), 404);
     assert_eq!(get(Caller::Anonymous, "/edge/clients/idm").await.unwrap().status(), 401);
     assert_eq!(

@@ -587,3 +587,157 @@ where
         "a wake-up took {slowest:?}: {waits:?}"
     );
 }
+
+/// The operator token of hosted tests (`admin.operator-key`).
+pub const OPERATOR_KEY: &str = "operator-token-for-the-tests-0123456789abcdef";
+
+/// Starts an app whose admin API knows the operator token.
+pub async fn start_hosted() -> TestApp {
+    TestApp::start_with(|s| s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()))).await
+}
+
+/// A caller of the admin API with one bearer token.
+#[derive(Clone)]
+pub struct AdminApi {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl AdminApi {
+    pub fn operator(base: &str) -> Self {
+        Self::with_token(base, OPERATOR_KEY)
+    }
+
+    pub fn with_token(base: &str, token: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request; returns the status, the headers and the JSON body (`null` when none).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, HeaderMap, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, b) = self.call(reqwest::Method::GET, path, None).await;
+        (s, b)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let (s, _, b) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        (s, b)
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.call(reqwest::Method::DELETE, path, None).await.0
+    }
+
+    /// Insists on `expect`; returns the body.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>, expect: u16) -> Value {
+        let (status, _, json) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, expect, "{method} {path}: {json}");
+        json
+    }
+
+    /// Creates a tenant (as the operator) and returns its admin.
+    pub async fn create_tenant(&self, id: &str, quotas: Value) -> AdminApi {
+        let created = self
+            .ok(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(serde_json::json!({ "id": id, "quotas": quotas })),
+                201,
+            )
+            .await;
+        AdminApi::with_token(&self.base, created["admin_key"]["token"].as_str().unwrap())
+    }
+
+    pub async fn create_group(&self, tenant: &str, group: &str) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("/admin/tenants/{tenant}/groups"),
+            Some(serde_json::json!({ "name": group })),
+            201,
+        )
+        .await;
+    }
+
+    /// Creates a client; returns the answer (with its callback signing secret).
+    pub async fn create_client(&self, tenant: &str, name: &str, group: &str, callback_url: Option<&str>) -> Value {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("/admin/tenants/{tenant}/clients"),
+            Some(serde_json::json!({ "name": name, "group": group, "callback_url": callback_url })),
+            201,
+        )
+        .await
+    }
+
+    /// Issues a key; returns its id and the credentials to use it.
+    pub async fn issue_key(&self, tenant: &str, client: &str) -> (String, Creds) {
+        let key = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("/admin/tenants/{tenant}/clients/{client}/keys"),
+                None,
+                201,
+            )
+            .await;
+        let creds = Creds(ClientCredential {
+            client_id: key["client_id"].as_str().unwrap().to_owned(),
+            key: key["key"].as_str().unwrap().to_owned(),
+        });
+        assert_eq!(key["credential"], creds.0.token());
+        (key["id"].as_str().unwrap().to_owned(), creds)
+    }
+
+    /// Makes a tenant with one group and one client per name (callbacks to the app's receiver
+    /// under `/{tenant}/{client}`), each with a key.
+    pub async fn tenant_with_clients(&self, app: &TestApp, tenant: &str, group: &str, clients: &[&str]) -> Vec<Creds> {
+        let admin = self.create_tenant(tenant, serde_json::json!({})).await;
+        admin.create_group(tenant, group).await;
+        let mut creds = Vec::new();
+        for client in clients {
+            let url = app.receiver.url.replace("/ws/hermod", &format!("/{tenant}/{client}"));
+            admin.create_client(tenant, client, group, Some(&url)).await;
+            creds.push(admin.issue_key(tenant, client).await.1);
+        }
+        creds
+    }
+}
+
+/// The state of tenants, groups, clients and keys, to show that a refused admin request changed
+/// nothing (the audit log and `last_used_at` are left out: using a key is recorded).
+pub async fn admin_snapshot(app: &TestApp) -> String {
+    use sqlx::Row;
+    let db = &app.state.db.write;
+    let mut out = String::new();
+    for sql in [
+        "SELECT id || '|' || name || '|' || COALESCE(CAST(max_commands_per_second AS TEXT), '-') || '|' || COALESCE(CAST(max_devices AS TEXT), '-') FROM tenants ORDER BY id",
+        "SELECT id FROM groups ORDER BY id",
+        "SELECT client_id || '|' || group_id || '|' || COALESCE(callback_url, '-') || '|' || COALESCE(callback_basic_auth, '-') || '|' || COALESCE(CAST(disabled_at AS TEXT), '-') FROM clients ORDER BY client_id",
+        "SELECT id || '|' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM client_keys ORDER BY id",
+        "SELECT id || '|' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM admin_keys ORDER BY id",
+    ] {
+        for row in sqlx::query(sql).fetch_all(db).await.unwrap() {
+            out.push_str(&row.try_get::<String, _>(0).unwrap());
+            out.push('\n');
+        }
+        out.push_str("--\n");
+    }
+    out
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests over real HTTP: Hermod started on a random port with its own SQLite file,
 //! real callback receivers, simulated devices, and the `hermod` binary itself.
 
+mod admin;
 mod bad_input;
 mod callbacks;
 mod certs;
@@ -9,6 +10,7 @@ mod cycle;
 mod edge;
 mod edge_channel;
 mod harness;
+mod isolation;
 mod replicas;
 mod tls;
 mod wakeup;

@@ -18,6 +18,7 @@ use crate::devices;
 use crate::edge_channel::EdgeCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{self, Body};
+use crate::tenants;
 
 /// Longest accepted `Idempotency-Key`.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -38,6 +39,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
         (status = 404, description = "No such device or user in the client's group", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency-Key reused with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's commands-per-second quota is used up (RateLimit-* and Retry-After say when to retry)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("basic" = []))
 )]
@@ -67,8 +69,17 @@ pub async fn create(
         ),
     };
     let request_hash = sha256_hex(&[command_type.as_str().as_bytes(), b"\n", &body].concat());
+    let quota = tenants::take_command(&state.db, &client).await?;
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
     let mut response = (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
+    for (name, value) in quota.map(|q| q.headers(1)).unwrap_or_default() {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response.headers_mut().insert(
         header::LOCATION,
         format!("/command/{}", row.id).parse().expect("ids are header-safe"),

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{callbacks_api, client_api, device_api, pages};
+use super::{admin_api, callbacks_api, client_api, device_api, pages};
 
 struct Security;
 
@@ -25,6 +25,17 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Basic)
                     .description(Some("clientId:key"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The operator token (admin.operator-key) or a tenant admin token ({id}.{secret})",
+                    ))
                     .build(),
             ),
         );
@@ -55,6 +66,12 @@ impl Modify for Security {
         device_api::enrol, device_api::mailbox, device_api::respond, device_api::lifesign, device_api::time,
         callbacks_api::for_command, callbacks_api::for_client, callbacks_api::redeliver, callbacks_api::recover,
         pages::generate_client,
+        admin_api::create_tenant, admin_api::list_tenants, admin_api::get_tenant, admin_api::set_quotas,
+        admin_api::issue_admin_key, admin_api::list_admin_keys, admin_api::revoke_admin_key,
+        admin_api::create_group, admin_api::list_groups,
+        admin_api::create_client, admin_api::list_clients, admin_api::get_client, admin_api::update_client,
+        admin_api::disable_client, admin_api::issue_client_key, admin_api::list_client_keys,
+        admin_api::revoke_client_key, admin_api::audit_log,
     ),
     components(schemas(hermod_shared::wire::CallbackEvent)),
     modifiers(&Security),
@@ -63,6 +80,7 @@ impl Modify for Security {
         (name = "devices", description = "Devices of the client's group"),
         (name = "callbacks", description = "Callback deliveries of the client, with every attempt"),
         (name = "device", description = "For authenticator apps (signed requests)"),
+        (name = "admin", description = "Hosted tenants: the operator token or a tenant admin token as Authorization: Bearer"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,102 @@
+//! Who calls the admin API: the operator (one token from the settings) or a tenant admin (a
+//! token issued for one tenant, kept as a hash). Both come as `Authorization: Bearer`, a scheme
+//! client credentials never use, so neither kind of secret works at the other's door.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use hermod_shared::{sha256_hex, ErrorCode};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::audit::KeyKind;
+use crate::error::{ApiError, ApiResult};
+
+/// Longest bearer token looked at.
+const TOKEN_MAX: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    Operator,
+    Tenant { tenant_id: String, key_id: String },
+}
+
+impl Admin {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Admin::Operator => "operator".to_owned(),
+            Admin::Tenant { key_id, .. } => format!("admin:{key_id}"),
+        }
+    }
+
+    pub fn require_operator(&self) -> ApiResult<()> {
+        match self {
+            Admin::Operator => Ok(()),
+            Admin::Tenant { .. } => Err(ApiError::new(ErrorCode::Forbidden, "only the operator may do this")),
+        }
+    }
+
+    /// A tenant admin sees only its own tenant: any other is "not found", so tenants cannot
+    /// learn of each other.
+    pub fn require_tenant(&self, tenant_id: &str) -> ApiResult<()> {
+        match self {
+            Admin::Operator => Ok(()),
+            Admin::Tenant { tenant_id: own, .. } if own == tenant_id => Ok(()),
+            Admin::Tenant { .. } => Err(ErrorCode::NotFound.into()),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= TOKEN_MAX).then_some(token)
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ErrorCode::InvalidCredentials)?;
+        let presented = sha256_hex(token.as_bytes());
+        if let Some(operator) = &state.settings.admin.operator_key {
+            if equal(&presented, &sha256_hex(operator.expose().as_bytes())) {
+                return Ok(Admin::Operator);
+            }
+        }
+        let key_id = token.split_once('.').map_or("", |(id, _)| id);
+        let row = sqlx::query("SELECT tenant_id, key_hash FROM admin_keys WHERE id = $1 AND revoked_at IS NULL")
+            .bind(key_id)
+            .fetch_optional(&state.db.read)
+            .await?;
+        let stored: String = match &row {
+            Some(r) => r.try_get("key_hash")?,
+            None => "0".repeat(64),
+        };
+        match row {
+            Some(r) if equal(&presented, &stored) => {
+                let tenant_id: String = r.try_get("tenant_id")?;
+                let admin = Admin::Tenant {
+                    tenant_id: tenant_id.clone(),
+                    key_id: key_id.to_owned(),
+                };
+                state.key_use.note(
+                    &state.db,
+                    KeyKind::Admin,
+                    &tenant_id,
+                    &admin.actor(),
+                    key_id,
+                    format!("{} {}", parts.method, parts.uri.path()),
+                );
+                Ok(admin)
+            }
+            _ => Err(ErrorCode::InvalidCredentials.into()),
+        }
+    }
+}
