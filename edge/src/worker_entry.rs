@@ -24,6 +24,10 @@ const HEADER_MAILBOX_DEVICES: &str = "hermod-mailbox-devices";
 /// An idle device still reaches the backend this often (its `last_seen_at` stays true).
 const FORWARD_EVERY_MS: u64 = 60_000;
 
+/// A key that matches no cached hash makes the edge ask the backend again when the cached entry
+/// is at least this old (a newly issued key works at once; wrong keys cost one look-up a second).
+const MISMATCH_REFRESH_MS: i64 = 1000;
+
 /// How long a cached client key hash is trusted by default: a revoked key stops working at
 /// the edge within this bound (at the backend at once).
 const DEFAULT_CLIENT_CACHE_TTL_SECS: i64 = 30;
@@ -146,14 +150,27 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                     Ok(c) => c,
                     Err(r) => return problem(&r),
                 };
-            let key_hashes = match client_key_hashes(&env, &credential.client_id).await {
-                Ok(h) => h,
+            let mut client = match client_keys(&env, &credential.client_id, false).await {
+                Ok(c) => c,
                 Err(e) => {
                     console_error!("client look-up failed: {e}");
                     return problem(&ErrorCode::Internal.into());
                 }
             };
-            if let Err(r) = policy::key_matches(&credential, &key_hashes) {
+            // A key the cache does not know may be newly issued: ask the backend again, at
+            // most once a second per client, so wrong keys cannot flood it.
+            if policy::key_matches(&credential, &client.key_hashes).is_err()
+                && now_ms() - client.fetched_at_ms >= MISMATCH_REFRESH_MS
+            {
+                match client_keys(&env, &credential.client_id, true).await {
+                    Ok(c) => client = c,
+                    Err(e) => {
+                        console_error!("client look-up failed: {e}");
+                        return problem(&ErrorCode::Internal.into());
+                    }
+                }
+            }
+            if let Err(r) = policy::key_matches(&credential, &client.key_hashes) {
                 return problem(&r);
             }
             let rate = setting(&env, VAR_RATE_CLIENT)
@@ -278,23 +295,26 @@ fn server_key(env: &Env) -> Result<Vec<u8>> {
         .map_err(|_| Error::RustError("SERVER_KEY is not base64".into()))
 }
 
-/// The active key hashes of a client, from the KV cache while fresh, else from the backend (and then
-/// cached, a miss too, so that unknown ids do not reach the backend on every request).
-async fn client_key_hashes(env: &Env, client_id: &str) -> Result<Vec<String>> {
+/// The active key hashes of a client, from the KV cache while fresh (unless `refresh`), else
+/// from the backend (and then cached, a miss too, so that unknown ids do not reach the backend
+/// on every request).
+async fn client_keys(env: &Env, client_id: &str, refresh: bool) -> Result<CachedClient> {
     let ttl_secs = setting(env, VAR_CLIENT_CACHE_TTL)
         .and_then(|s| s.parse::<i64>().ok())
         .unwrap_or(DEFAULT_CLIENT_CACHE_TTL_SECS);
     let kv = env.kv(KV_CACHE)?;
     let cache_key = format!("client:{client_id}");
-    if let Some(text) = kv
-        .get(&cache_key)
-        .text()
-        .await
-        .map_err(|e| Error::RustError(e.to_string()))?
-    {
-        if let Ok(cached) = serde_json::from_str::<CachedClient>(&text) {
-            if now_ms() - cached.fetched_at_ms < ttl_secs * 1000 {
-                return Ok(cached.key_hashes);
+    if !refresh {
+        if let Some(text) = kv
+            .get(&cache_key)
+            .text()
+            .await
+            .map_err(|e| Error::RustError(e.to_string()))?
+        {
+            if let Ok(cached) = serde_json::from_str::<CachedClient>(&text) {
+                if now_ms() - cached.fetched_at_ms < ttl_secs * 1000 {
+                    return Ok(cached);
+                }
             }
         }
     }
@@ -309,18 +329,18 @@ async fn client_key_hashes(env: &Env, client_id: &str) -> Result<Vec<String>> {
             )))
         }
     };
-    let cached = serde_json::to_string(&CachedClient {
-        key_hashes: key_hashes.clone(),
+    let fresh = CachedClient {
+        key_hashes,
         fetched_at_ms: now_ms(),
-    })?;
+    };
     // KV keeps entries at least 60 s; freshness is decided by `fetched_at_ms` above.
-    kv.put(&cache_key, cached)
+    kv.put(&cache_key, serde_json::to_string(&fresh)?)
         .map_err(|e| Error::RustError(e.to_string()))?
         .expiration_ttl((ttl_secs.max(30) * 2) as u64)
         .execute()
         .await
         .map_err(|e| Error::RustError(e.to_string()))?;
-    Ok(key_hashes)
+    Ok(fresh)
 }
 
 fn path_url(env: &Env, path_and_query: &str) -> Result<String> {

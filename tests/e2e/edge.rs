@@ -431,6 +431,50 @@ async fn a_revoked_key_fails_at_once_on_the_backend_and_within_the_cache_bound_a
     assert_eq!(backend_requests(&app), before, "refused at the edge");
 }
 
+/// The hosted flow end to end: the operator and a tenant admin work through the edge; a new
+/// key works at the edge at once, both keys of a rotation work, and a revoked key is refused
+/// by the backend at once and by the edge itself within `CLIENT_CACHE_TTL_SECS`.
+#[tokio::test]
+async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_refused_within_the_bound() {
+    let edge_port = free_port();
+    let app = TestApp::start_with(|s| {
+        s.edge.secret = Some(Secret(EDGE_SECRET.into()));
+        s.server_key = Some(Secret(SERVER_KEY.into()));
+        s.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
+        s.admin.operator_key = Some(Secret(OPERATOR_KEY.into()));
+    })
+    .await;
+    let edge = Edge::start(edge_port, &app.base, &[("CLIENT_CACHE_TTL_SECS", "2")]).await;
+    let operator = AdminApi::operator(&edge.base);
+    let acme = operator.create_tenant("acme", json!({})).await;
+    acme.create_group("acme", "mobile-id").await;
+    acme.create_client("acme", "idm", "mobile-id", None).await;
+    let (old_id, old) = acme.issue_key("acme", "idm").await;
+    let body = json!({ "user_id": "rot" });
+    assert_eq!(create_via(&edge, &old, "provision", body.clone()).await.status(), 201);
+
+    // A new key works at the edge at once (a second after the last look-up at most)...
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, new) = acme.issue_key("acme", "idm").await;
+    assert_eq!(create_via(&edge, &new, "provision", body.clone()).await.status(), 201);
+    // ...and so does the old one, until it is revoked.
+    assert_eq!(create_via(&edge, &old, "provision", body.clone()).await.status(), 201);
+    assert_eq!(
+        acme.delete(&format!("/admin/tenants/acme/clients/idm/keys/{old_id}")).await,
+        204
+    );
+    // At once: the edge may still trust its cache, the backend refuses.
+    assert_eq!(create_via(&edge, &old, "provision", body.clone()).await.status(), 401);
+    assert_eq!(create_via(&edge, &new, "provision", body.clone()).await.status(), 201);
+    // After the bound: the edge refuses by itself, without asking the backend.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(create_via(&edge, &new, "provision", body.clone()).await.status(), 201);
+    let before = backend_requests(&app);
+    let r = create_via(&edge, &old, "provision", body.clone()).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(backend_requests(&app), before, "refused at the edge");
+}
+
 #[tokio::test]
 async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_new_command_still_wakes_the_device() {
     let (app, edge) = hosted(&[("RATE_LIMIT_DEVICE", "100000/60")]).await;
