@@ -157,7 +157,10 @@ fn api() -> Router<AppState> {
                 .delete(client_api::cancel),
         )
         .route("/command/{name}/qr", get(client_api::qr))
-        .route("/command/devices/{device_id}", get(client_api::device))
+        .route(
+            "/command/devices/{device_id}",
+            get(client_api::device).delete(client_api::revoke_device),
+        )
         .route("/command/users/{user_id}/devices", get(client_api::user_devices))
         .route("/command/{name}/callbacks", get(callbacks_api::for_command))
         .route("/command/callbacks", get(callbacks_api::for_client))

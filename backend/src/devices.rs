@@ -110,6 +110,34 @@ pub async fn get_for_client(state: &AppState, client: &Client, device_id: &str) 
     row.ok_or_else(|| ErrorCode::DeviceNotFound.into())
 }
 
+/// Revokes a device of the client's group: its signed requests fail from now on, it no longer
+/// counts against its tenant's device quota, and commands cannot be addressed to it.
+pub async fn revoke(state: &AppState, client: &Client, device_id: &str) -> ApiResult<()> {
+    let now = crate::db::now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let done = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND group_id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(device_id)
+        .bind(&client.group_id)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(ErrorCode::DeviceNotFound.into());
+    }
+    crate::audit::Record {
+        tenant_id: &client.tenant_id,
+        actor: &format!("client:{}", client.client_id),
+        action: "device.revoke",
+        target: Some(device_id),
+        detail: None,
+    }
+    .write(&mut *tx, now)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(device_id, client_id = %client.client_id, "device revoked");
+    Ok(())
+}
+
 /// The devices of a user in the client's group.
 pub async fn list_for_user(state: &AppState, client: &Client, user_id: &str) -> ApiResult<Vec<DeviceRow>> {
     Ok(sqlx::query_as(&format!(

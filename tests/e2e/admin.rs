@@ -866,3 +866,49 @@ async fn bad_admin_input_is_refused_with_a_problem_and_changes_nothing() {
     assert_eq!(r.status(), 415);
     assert_eq!(admin_snapshot(&app).await, before);
 }
+
+#[tokio::test]
+async fn a_revoked_device_is_refused_and_frees_its_place_in_the_quota() {
+    let app = start_hosted().await;
+    let operator = AdminApi::operator(&app.base);
+    let creds = operator
+        .tenant_with_clients(&app, "acme", "mobile-id", &["idm", "gateway"])
+        .await;
+    operator
+        .ok(
+            Method::PUT,
+            "/admin/tenants/acme/quotas",
+            Some(json!({ "max_devices": 1 })),
+            200,
+        )
+        .await;
+    let mut old_phone = app.enrol(&creds[0], "gina").await;
+    let device = old_phone.state.device_id.to_string();
+    let (status, _) = app.delete(&Creds::other(), &format!("/command/devices/{device}")).await;
+    assert_eq!(status, 404, "not by a client of another group");
+    // Any client of the group may revoke it (here the gateway, which did not provision it).
+    assert_eq!(
+        app.delete(&creds[1], &format!("/command/devices/{device}")).await.0,
+        204
+    );
+    assert_eq!(
+        app.delete(&creds[1], &format!("/command/devices/{device}")).await.0,
+        404
+    );
+    let refused = old_phone.poll(0).await.unwrap_err().to_string();
+    assert!(refused.contains("401"), "{refused}");
+    let (status, body) = app
+        .create(&creds[0], "authenticate", json!({ "device_id": device }))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // Its place in the quota is free again.
+    app.enrol(&creds[0], "gina").await;
+    let log = operator.ok(Method::GET, "/admin/tenants/acme/audit", None, 200).await;
+    assert!(log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "device.revoke"
+            && e["actor"] == "client:acme.gateway"
+            && e["target"] == device.as_str()));
+}

@@ -460,7 +460,8 @@ async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_
     // ...and so does the old one, until it is revoked.
     assert_eq!(create_via(&edge, &old, "provision", body.clone()).await.status(), 201);
     assert_eq!(
-        acme.delete(&format!("/admin/tenants/acme/clients/idm/keys/{old_id}")).await,
+        acme.delete(&format!("/admin/tenants/acme/clients/idm/keys/{old_id}"))
+            .await,
         204
     );
     // At once: the edge may still trust its cache, the backend refuses.

@@ -101,6 +101,7 @@ async fn client_attempts(app: &TestApp, intruder: &Creds, v: &Victim) -> Vec<(St
         (Method::DELETE, format!("/command/{}", v.open_command), None),
         (Method::GET, format!("/command/{}/qr", v.provision), None),
         (Method::GET, format!("/command/devices/{device}"), None),
+        (Method::DELETE, format!("/command/devices/{device}"), None),
         (Method::GET, "/command/users/alice/devices".to_owned(), None),
         (
             Method::POST,

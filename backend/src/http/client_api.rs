@@ -231,6 +231,26 @@ pub async fn device(
     Ok(Json(devices::get_for_client(&state, &client, &device_id).await?.view()))
 }
 
+/// Revoke a device of the client's group: its signed requests are refused from now on, and it
+/// no longer counts against the tenant's device quota.
+#[utoipa::path(
+    delete, path = "/command/devices/{device_id}", tag = "devices",
+    params(("device_id" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such device in the client's group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("basic" = []))
+)]
+pub async fn revoke_device(
+    State(state): State<AppState>,
+    AuthClient(client): AuthClient,
+    Path(device_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    devices::revoke(&state, &client, &device_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The devices of a user in the client's group.
 #[utoipa::path(
     get, path = "/command/users/{user_id}/devices", tag = "devices",

@@ -62,7 +62,7 @@ impl Modify for Security {
             Every response carries the server's time in unix milliseconds as Hermod-Server-Time."
     ),
     paths(
-        client_api::create, client_api::read, client_api::cancel, client_api::qr, client_api::device, client_api::user_devices,
+        client_api::create, client_api::read, client_api::cancel, client_api::qr, client_api::device, client_api::revoke_device, client_api::user_devices,
         device_api::enrol, device_api::mailbox, device_api::respond, device_api::lifesign, device_api::time,
         callbacks_api::for_command, callbacks_api::for_client, callbacks_api::redeliver, callbacks_api::recover,
         pages::generate_client,
