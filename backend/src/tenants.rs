@@ -205,17 +205,40 @@ pub async fn issue_admin_key(db: &Db, tenant_id: &str, actor: &str) -> ApiResult
 
 pub async fn admin_keys(db: &Db, tenant_id: &str) -> ApiResult<Vec<AdminKeyView>> {
     tenant(db, tenant_id).await?;
-    let rows = sqlx::query(
-        "SELECT id, created_by, created_at, last_used_at, revoked_at FROM admin_keys WHERE tenant_id = $1 ORDER BY created_at, id",
-    )
-    .bind(tenant_id)
+    let keys = key_rows(db, "admin_keys", "created_by", "tenant_id", tenant_id).await?;
+    Ok(keys
+        .into_iter()
+        .map(|k| AdminKeyView {
+            id: k.id,
+            created_by: k.origin,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        })
+        .collect())
+}
+
+/// One key of either kind, as listed (never the key itself).
+struct KeyRow {
+    id: String,
+    origin: String,
+    created_at: String,
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+async fn key_rows(db: &Db, table: &str, origin: &str, owner: &str, owner_id: &str) -> ApiResult<Vec<KeyRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT id, {origin} AS origin, created_at, last_used_at, revoked_at FROM {table} WHERE {owner} = $1 ORDER BY created_at, id"
+    ))
+    .bind(owner_id)
     .fetch_all(&db.read)
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(AdminKeyView {
+            Ok(KeyRow {
                 id: r.try_get("id")?,
-                created_by: r.try_get("created_by")?,
+                origin: r.try_get("origin")?,
                 created_at: rfc3339(r.try_get("created_at")?),
                 last_used_at: opt_time(r.try_get("last_used_at")?),
                 revoked_at: opt_time(r.try_get("revoked_at")?),
@@ -602,24 +625,17 @@ async fn client_pk(db: &Db, tenant_id: &str, name: &str) -> ApiResult<String> {
 
 pub async fn client_keys(db: &Db, tenant_id: &str, name: &str) -> ApiResult<Vec<ClientKeyView>> {
     let pk = client_pk(db, tenant_id, name).await?;
-    let rows = sqlx::query(
-        "SELECT id, source, created_at, last_used_at, revoked_at FROM client_keys WHERE client_pk = $1 ORDER BY created_at, id",
-    )
-    .bind(&pk)
-    .fetch_all(&db.read)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ClientKeyView {
-                id: r.try_get("id")?,
-                source: r.try_get("source")?,
-                created_at: rfc3339(r.try_get("created_at")?),
-                last_used_at: opt_time(r.try_get("last_used_at")?),
-                revoked_at: opt_time(r.try_get("revoked_at")?),
-            })
+    let keys = key_rows(db, "client_keys", "source", "client_pk", &pk).await?;
+    Ok(keys
+        .into_iter()
+        .map(|k| ClientKeyView {
+            id: k.id,
+            source: k.origin,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
         })
-        .collect::<sqlx::Result<_>>()
-        .map_err(Into::into)
+        .collect())
 }
 
 /// Revokes a client key at once (idempotent); the edge stops accepting it within its cache

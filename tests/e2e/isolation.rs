@@ -54,18 +54,7 @@ async fn victim(app: &TestApp, operator: &AdminApi) -> Victim {
     let provision = app
         .create_ok(&creds, "provision", json!({ "user_id": "alice-2" }))
         .await;
-    let keyed: Value = app
-        .http
-        .post(format!("{}/command/ping", app.base))
-        .header("x-api-key", creds.0.token())
-        .header("idempotency-key", "shared-key")
-        .json(&json!({ "user_id": "alice" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keyed: Value = ping_with_shared_key(app, &creds).await.json().await.unwrap();
     let callback = app.receiver.callback_for(&answered_id).await;
     Victim {
         secrets: vec![
@@ -84,6 +73,18 @@ async fn victim(app: &TestApp, operator: &AdminApi) -> Victim {
         provision: provision["id"].as_str().unwrap().to_owned(),
         callback_event: callback.header("webhook-id").to_owned(),
     }
+}
+
+/// A ping to alice with the `Idempotency-Key` every client here uses.
+async fn ping_with_shared_key(app: &TestApp, creds: &Creds) -> reqwest::Response {
+    app.http
+        .post(format!("{}/command/ping", app.base))
+        .header("x-api-key", creds.0.token())
+        .header("idempotency-key", "shared-key")
+        .json(&json!({ "user_id": "alice" }))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Every client endpoint, called by `intruder` with the victim's ids.
@@ -194,15 +195,7 @@ async fn another_tenant_and_another_group_see_nothing_of_a_clients_commands_devi
     for (who, creds) in &intruders {
         intruder_devices.push(app.enrol(creds, "alice").await);
         // The same Idempotency-Key as the victim's gets the intruder its own command.
-        let r = app
-            .http
-            .post(format!("{}/command/ping", app.base))
-            .header("x-api-key", creds.0.token())
-            .header("idempotency-key", "shared-key")
-            .json(&json!({ "user_id": "alice" }))
-            .send()
-            .await
-            .unwrap();
+        let r = ping_with_shared_key(&app, creds).await;
         assert_eq!(r.status(), 201, "{who}");
         let mine: Value = r.json().await.unwrap();
         assert!(!v.secrets.contains(&mine["id"].as_str().unwrap_or("").to_owned()));
