@@ -912,3 +912,42 @@ async fn a_revoked_device_is_refused_and_frees_its_place_in_the_quota() {
             && e["actor"] == "client:acme.gateway"
             && e["target"] == device.as_str()));
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
+    let app = TestApp::start().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, method) in [
+        ("/command/{type}", "post"),
+        ("/command/{id}", "get"),
+        ("/command/{id}", "delete"),
+        ("/command/devices/{device_id}", "delete"),
+        ("/ms/mailbox", "get"),
+        ("/ms/commands/{id}/response", "post"),
+        ("/admin/tenants", "post"),
+        ("/admin/tenants/{tenant}/quotas", "put"),
+        ("/admin/tenants/{tenant}/clients/{client}", "patch"),
+        ("/admin/tenants/{tenant}/clients/{client}/keys", "post"),
+        ("/admin/tenants/{tenant}/clients/{client}/keys/{key_id}", "delete"),
+        ("/admin/tenants/{tenant}/audit", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    let create = &doc["paths"]["/command/{type}"]["post"]["responses"];
+    assert!(create["429"].is_object(), "the quota answer is documented");
+    let admin = &doc["paths"]["/admin/tenants"]["post"]["security"][0];
+    assert!(admin["admin_token"].is_array());
+    assert_eq!(doc["components"]["securitySchemes"]["admin_token"]["scheme"], "bearer");
+}
