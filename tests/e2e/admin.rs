@@ -951,3 +951,27 @@ async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
     assert!(admin["admin_token"].is_array());
     assert_eq!(doc["components"]["securitySchemes"]["admin_token"]["scheme"], "bearer");
 }
+
+/// A config file cannot take over a hosted client by naming its id.
+#[tokio::test]
+async fn a_config_file_cannot_claim_a_hosted_clients_id() {
+    let app = start_hosted().await;
+    let operator = AdminApi::operator(&app.base);
+    let creds = operator.tenant_with_clients(&app, "acme", "mobile-id", &["idm"]).await;
+    let before = admin_snapshot(&app).await;
+    let mut settings = (*app.state.settings).clone();
+    settings.server.port = 0;
+    let mut thief = settings.allowed_clients[0].clone();
+    thief.client_id = "acme.idm".into();
+    settings.allowed_clients.push(thief);
+    let refused = match hermod::Application::build(settings).await {
+        Ok(_) => panic!("a second replica took over acme.idm"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refused.contains("acme.idm") && refused.contains("admin API"),
+        "{refused}"
+    );
+    assert_eq!(admin_snapshot(&app).await, before);
+    assert_eq!(app.get(&creds[0], "/command/users/u/devices").await.0, 200);
+}
