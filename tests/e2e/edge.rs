@@ -474,6 +474,31 @@ async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_
     let r = create_via(&edge, &old, "provision", body.clone()).await;
     assert_eq!(r.status(), 401);
     assert_eq!(backend_requests(&app), before, "refused at the edge");
+
+    // The tenant's quota, counted by the backend, shows through the edge with its headers.
+    operator
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/tenants/acme/quotas",
+            Some(json!({ "max_commands_per_second": 1 })),
+            200,
+        )
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
+    let first = create_via(&edge, &new, "provision", body.clone()).await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(
+        first.headers()["ratelimit-limit"],
+        "1",
+        "the tenant's quota, not the edge's rate"
+    );
+    let second = create_via(&edge, &new, "provision", body).await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["ratelimit-remaining"], "0");
+    assert_eq!(second.headers()["retry-after"], "1");
 }
 
 #[tokio::test]
