@@ -59,11 +59,18 @@ fn equal(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+fn refused() -> ApiError {
+    ApiError::from(ErrorCode::InvalidCredentials).with_headers(vec![(
+        "www-authenticate".into(),
+        "Bearer realm=\"hermod-admin\"".into(),
+    )])
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ErrorCode::InvalidCredentials)?;
+        let token = bearer(parts).ok_or_else(refused)?;
         let presented = sha256_hex(token.as_bytes());
         if let Some(operator) = &state.settings.admin.operator_key {
             if equal(&presented, &sha256_hex(operator.expose().as_bytes())) {
@@ -96,7 +103,7 @@ impl FromRequestParts<AppState> for Admin {
                 );
                 Ok(admin)
             }
-            _ => Err(ErrorCode::InvalidCredentials.into()),
+            _ => Err(refused()),
         }
     }
 }

@@ -70,7 +70,7 @@ impl IntoResponse for ApiError {
                 headers.insert(name, value);
             }
         }
-        if self.code == ErrorCode::InvalidCredentials {
+        if self.code == ErrorCode::InvalidCredentials && !headers.contains_key(header::WWW_AUTHENTICATE) {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"hermod\""),

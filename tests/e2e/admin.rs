@@ -204,7 +204,14 @@ async fn each_admin_secret_opens_only_its_own_door() {
     acme.create_client("acme", "idm", "g", None).await;
     let (_, acme_idm) = acme.issue_key("acme", "idm").await;
 
-    // No token, a wrong token, a client credential: 401.
+    // No token, a wrong token, a client credential: 401, asking for a bearer token.
+    let r = reqwest::Client::new()
+        .get(format!("{}/admin/tenants/acme", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"hermod-admin\"");
     for (name, api) in [
         ("wrong token", AdminApi::with_token(&app.base, "adm_x.y")),
         (
