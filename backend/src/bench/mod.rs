@@ -88,6 +88,9 @@ pub struct BenchArgs {
     /// Seconds over which idle CPU is measured.
     #[arg(long, default_value_t = 20)]
     pub idle_secs: u64,
+    /// New idle long-polls started per second.
+    #[arg(long, default_value_t = 2_000)]
+    pub idle_ramp: usize,
     /// Run the end-to-end and history scenarios with a receiver failing every other call.
     #[arg(long)]
     pub failing_receiver: bool,
@@ -432,7 +435,7 @@ async fn idle_run(ctx: &mut Ctx, db: Option<DbKind>) -> anyhow::Result<IdleResul
             .collect();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = server.usage();
-        let idle = driver::hold_idle(devices, settings_max_wait, 2_000).await;
+        let idle = driver::hold_idle(devices, settings_max_wait, ctx.args.idle_ramp).await;
         tokio::time::sleep(Duration::from_secs(if ctx.args.quick { 1 } else { 5 })).await;
         let (start, returned_before, wall) = (
             server.usage(),
