@@ -45,6 +45,10 @@ enum Command {
         #[arg(long, env = "HERMOD_RECEIVER_SECRET")]
         secret: Option<String>,
     },
+    /// Benchmark Hermod against a minimal in-memory server on this machine (see docs/PERFORMANCE.md).
+    Bench(crate::bench::BenchArgs),
+    #[command(hide = true)]
+    BenchFloor(crate::bench::floor::FloorArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Device(d) => device(d).await,
         Command::Receiver { listen, secret } => crate::receiver::run(listen, secret.as_deref()).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+        Command::BenchFloor(args) => crate::bench::floor::run(args).await,
     }
 }
 

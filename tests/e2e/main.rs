@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod bench;
 mod callbacks;
 mod certs;
 mod cli;

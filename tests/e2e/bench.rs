@@ -1,0 +1,32 @@
+//! `hermod bench --quick`: the benchmark runs end to end against the floor and Hermod. A smoke
+//! test only: it judges no timing (benchmarks are not tests), only that commands complete, none
+//! is lost and the floor ratio is reported.
+
+use crate::harness::on_postgres;
+use std::process::Command;
+
+#[test]
+fn the_quick_benchmark_completes_commands_loses_none_and_reports_the_floor_ratio() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hermod"));
+    command.args(["bench", "--quick", "--scenario", "e2e", "--json"]);
+    if on_postgres() {
+        command.args(["--db", "postgres"]);
+        if let Ok(admin) = std::env::var("HERMOD_TEST_POSTGRES") {
+            command.args(["--postgres-admin-url", &admin]);
+        }
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "hermod bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let load = report["load"].as_array().unwrap();
+    let floor = load.iter().find(|r| r["server"] == "floor").expect("a floor run");
+    assert!(floor["outcome"]["completed"].as_u64().unwrap() > 0);
+    let hermod = load.iter().find(|r| r["server"] == "hermod").expect("a Hermod run");
+    assert!(hermod["outcome"]["completed"].as_u64().unwrap() > 0, "{hermod:#}");
+    assert_eq!(hermod["outcome"]["lost"], 0, "{hermod:#}");
+    assert!(hermod["ratio_to_floor"].as_f64().is_some_and(|r| r > 0.0), "{hermod:#}");
+}
