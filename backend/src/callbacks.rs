@@ -32,6 +32,9 @@ const RESPONSE_BODY_LIMIT: usize = 4096;
 /// How long after a claim, beyond the request timeout, another worker may take the event over
 /// (when the claiming process died mid-attempt).
 const CLAIM_MARGIN_MS: i64 = 5_000;
+/// While every due event waits for a busy receiver, how often the worker looks again anyway (for
+/// claims of other replicas that lapse).
+const BUSY_RECHECK: Duration = Duration::from_millis(500);
 const GONE: &str =
     "the receiver answered 410 Gone: callbacks to it are disabled until a recovery or a new callback-url";
 
@@ -132,6 +135,8 @@ pub struct Outbox {
     pub metrics: Arc<Metrics>,
     /// Deliveries in flight per client (its receiver).
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    /// Signalled when a delivery ends: a permit and a place at its receiver are free again.
+    freed: Arc<Notify>,
 }
 
 enum Outcome {
@@ -164,6 +169,7 @@ impl Outbox {
             wake,
             metrics,
             in_flight: Arc::default(),
+            freed: Arc::default(),
         }
     }
 
@@ -194,14 +200,30 @@ impl Outbox {
                         tokio::spawn(async move {
                             outbox.deliver(event).await;
                             drop(permit);
+                            outbox.freed.notify_one();
                         });
                     }
                 }
                 Ok(_) => {
-                    let pause = self.until_next_due().await.unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(pause) => {}
+                    // Nothing claimable. With every permit taken, or due events waiting for a
+                    // receiver at its bound, only the end of a delivery changes that: wait for
+                    // one (or a new event) instead of asking the database again at once.
+                    let pause = if free == 0 {
+                        Duration::ZERO
+                    } else {
+                        self.until_next_due().await.unwrap_or(Duration::from_secs(1))
+                    };
+                    if pause.is_zero() {
+                        tokio::select! {
+                            _ = self.freed.notified() => {}
+                            _ = self.wake.notified() => {}
+                            _ = tokio::time::sleep(BUSY_RECHECK) => {}
+                        }
+                    } else {
+                        tokio::select! {
+                            _ = self.wake.notified() => {}
+                            _ = tokio::time::sleep(pause) => {}
+                        }
                     }
                 }
                 Err(e) => {
