@@ -202,9 +202,8 @@ pub async fn create(
         _ => {}
     }
 
-    let now = now_ms();
-    let id = CommandId::from_random(rand::random());
-    let mut tx = state.db.write.begin().await?;
+    // Whom it is for is checked on a read connection, so the writer only writes. (A device
+    // revoked in between gets a command it can no longer fetch: its requests are refused.)
     let user_id: String = match (&req.device_id, &req.user_id) {
         (Some(device), _) => {
             let user: Option<String> = sqlx::query_scalar(
@@ -212,7 +211,7 @@ pub async fn create(
             )
             .bind(device.as_str())
             .bind(&client.group_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&state.db.read)
             .await?;
             user.ok_or(ErrorCode::DeviceNotFound)?
         }
@@ -223,7 +222,7 @@ pub async fn create(
                 )
                 .bind(&client.group_id)
                 .bind(user.as_str())
-                .fetch_one(&mut *tx)
+                .fetch_one(&state.db.read)
                 .await?;
                 if devices == 0 {
                     return Err(ErrorCode::UserHasNoDevice.into());
@@ -233,12 +232,16 @@ pub async fn create(
         }
         (None, None) => unreachable!("checked above"),
     };
-    let inserted = sqlx::query(
+    let now = now_ms();
+    let id = CommandId::from_random(rand::random());
+    let mut tx = state.db.write.begin().await?;
+    let inserted: Option<CommandRow> = sqlx::query_as(&format!(
         "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs, lifespan_secs,
              created_at, timeout_at, expires_at, idempotency_key, request_hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (client_pk, idempotency_key) DO NOTHING",
-    )
+         ON CONFLICT (client_pk, idempotency_key) DO NOTHING
+         RETURNING {COLUMNS}"
+    ))
     .bind(id.as_str())
     .bind(&client.group_id)
     .bind(&client.pk)
@@ -253,15 +256,15 @@ pub async fn create(
     .bind(now + i64::from(lifetimes.lifespan) * 1000)
     .bind(idempotency_key)
     .bind(request_hash)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if inserted.rows_affected() == 0 {
+    let Some(row) = inserted else {
         // Another request with the same Idempotency-Key won the race.
         drop(tx);
         let key = idempotency_key.expect("only an idempotency key can conflict");
         let row = by_idempotency_key(state, client, key, request_hash).await?;
         return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
-    }
+    };
     if !is_provision {
         let (mail_device, mail_user) = match &req.device_id {
             Some(d) => (Some(d.as_str().to_owned()), None),
@@ -278,7 +281,6 @@ pub async fn create(
         .execute(&mut *tx)
         .await?;
     }
-    let row = fetch(&mut tx, id.as_str()).await?.ok_or(ErrorCode::Internal)?;
     tx.commit().await?;
     state.metrics.commands_created.inc();
     wake_mailbox(state, &row);
@@ -434,9 +436,10 @@ pub async fn respond(
         Decision::Approved => CommandStatus::Approved,
         Decision::Declined => CommandStatus::Declined,
     };
-    sqlx::query(&format!(
+    let row: CommandRow = sqlx::query_as(&format!(
         "UPDATE commands SET status = $1, result = $2, answered_by = $3, response_hash = $4, completed_at = $5
-         WHERE id = $6 AND status IN {OPEN}"
+         WHERE id = $6 AND status IN {OPEN}
+         RETURNING {COLUMNS}"
     ))
     .bind(status.as_str())
     .bind(response.data.unwrap_or_else(|| json!({})).to_string())
@@ -444,9 +447,9 @@ pub async fn respond(
     .bind(body_hash)
     .bind(now)
     .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    let row = fetch(&mut tx, id).await?.ok_or(ErrorCode::Internal)?;
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ErrorCode::Internal)?;
     let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
     tx.commit().await?;
     after_final(state, &row, queued);
@@ -573,20 +576,18 @@ pub async fn mark_delivered(state: &AppState, ids: &[String]) -> ApiResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut tx = state.db.write.begin().await?;
-    let mut changed = Vec::new();
+    // One statement for the whole page (no transaction around it: it is atomic by itself).
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "UPDATE commands SET status = 'delivered' WHERE status = 'pending' AND id IN ({}) RETURNING id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
     for id in ids {
-        let r = sqlx::query("UPDATE commands SET status = 'delivered' WHERE id = $1 AND status = 'pending'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 1 {
-            changed.push(id);
-        }
+        query = query.bind(id);
     }
-    tx.commit().await?;
-    for id in changed {
-        state.wakeups.wake(&wake::command_key(id));
+    for id in query.fetch_all(&state.db.write).await? {
+        state.wakeups.wake(&wake::command_key(&id));
     }
     Ok(())
 }
