@@ -982,3 +982,67 @@ async fn a_config_file_cannot_claim_a_hosted_clients_id() {
     assert_eq!(admin_snapshot(&app).await, before);
     assert_eq!(app.get(&creds[0], "/command/users/u/devices").await.0, 200);
 }
+
+/// The operator lists tenants; a tenant admin moves a client's callbacks to a new URL and clears
+/// its basic auth, and the next callback follows.
+#[tokio::test]
+async fn the_operator_lists_tenants_and_a_client_s_callbacks_follow_a_patch() {
+    let app = start_hosted().await;
+    let operator = AdminApi::operator(&app.base);
+    let creds = operator.tenant_with_clients(&app, "acme", "mobile-id", &["idm"]).await;
+    operator.create_tenant("globex", json!({ "max_devices": 5 })).await;
+    let tenants = operator.ok(Method::GET, "/admin/tenants", None, 200).await;
+    let ids: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "default", "globex"]);
+    assert_eq!(tenants[2]["quotas"]["max_devices"], 5);
+
+    let mut device = app.enrol(&creds[0], "hana").await;
+    let moved = app.receiver.url.replace("/ws/hermod", "/acme/moved");
+    let patched = operator
+        .ok(
+            Method::PATCH,
+            "/admin/tenants/acme/clients/idm",
+            Some(json!({ "callback_url": moved, "callback_basic_auth": "u:p" })),
+            200,
+        )
+        .await;
+    assert_eq!(patched["callback_url"], moved.as_str());
+    assert_eq!(patched["callback_basic_auth"], true);
+    let cleared = operator
+        .ok(
+            Method::PATCH,
+            "/admin/tenants/acme/clients/idm",
+            Some(json!({ "callback_basic_auth": null })),
+            200,
+        )
+        .await;
+    assert_eq!(cleared["callback_basic_auth"], false);
+    assert_eq!(cleared["callback_url"], moved.as_str(), "an absent field stays");
+
+    let login = app
+        .create_ok(&creds[0], "authenticate", json!({ "user_id": "hana" }))
+        .await;
+    let page = device.poll(5).await.unwrap();
+    device
+        .respond(&page.items[0].command.id, Decision::Approved, None)
+        .await
+        .unwrap();
+    let callback = app.receiver.callback_for(login["id"].as_str().unwrap()).await;
+    assert_eq!(callback.path, "/acme/moved");
+    assert_eq!(callback.header("authorization"), "", "basic auth cleared");
+    let log = operator.ok(Method::GET, "/admin/tenants/acme/audit", None, 200).await;
+    let updates: Vec<&Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "client.update")
+        .collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0]["detail"]["callback_basic_auth"], "set");
+    assert!(!log.to_string().contains("u:p"), "the password is not logged");
+}
