@@ -93,14 +93,9 @@ impl FromRequestParts<AppState> for Admin {
                     tenant_id: tenant_id.clone(),
                     key_id: key_id.to_owned(),
                 };
-                state.key_use.note(
-                    &state.db,
-                    KeyKind::Admin,
-                    &tenant_id,
-                    &admin.actor(),
-                    key_id,
-                    format!("{} {}", parts.method, parts.uri.path()),
-                );
+                state.key_use.note(&state.db, KeyKind::Admin, &tenant_id, key_id, || {
+                    (admin.actor(), format!("{} {}", parts.method, parts.uri.path()))
+                });
                 Ok(admin)
             }
             _ => Err(refused()),

@@ -56,9 +56,17 @@ pub struct KeyUse {
 }
 
 impl KeyUse {
-    /// Records that `key_id` was used (by `actor`, for `method path`) unless that was done in
-    /// the last minute. The write happens in the background: it never delays the request.
-    pub fn note(&self, db: &Db, kind: KeyKind, tenant_id: &str, actor: &str, key_id: &str, request: String) {
+    /// Records that `key_id` was used unless that was done in the last minute; `describe` gives
+    /// the actor and the request (`METHOD path`), and is only called when a record is due. The
+    /// write happens in the background: it never delays the request.
+    pub fn note(
+        &self,
+        db: &Db,
+        kind: KeyKind,
+        tenant_id: &str,
+        key_id: &str,
+        describe: impl FnOnce() -> (String, String),
+    ) {
         let now = now_ms();
         {
             let mut last = self.last.lock().expect("key-use map poisoned");
@@ -74,7 +82,8 @@ impl KeyUse {
             KeyKind::Client => ("client_keys", "client.key.use"),
             KeyKind::Admin => ("admin_keys", "admin.key.use"),
         };
-        let (db, tenant_id, actor, key_id) = (db.clone(), tenant_id.to_owned(), actor.to_owned(), key_id.to_owned());
+        let (actor, request) = describe();
+        let (db, tenant_id, key_id) = (db.clone(), tenant_id.to_owned(), key_id.to_owned());
         tokio::spawn(async move {
             let result: sqlx::Result<()> = async {
                 let mut tx = db.write.begin().await?;

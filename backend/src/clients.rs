@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use hermod_shared::credential::ClientCredential;
 use hermod_shared::{sha256_hex, ErrorCode};
 use sqlx::Row;
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::audit::KeyKind;
@@ -146,20 +145,14 @@ pub async fn authenticate(db: &Db, headers: &HeaderMap) -> ApiResult<Client> {
     .bind(&cred.client_id)
     .fetch_all(&db.read)
     .await?;
-    let presented = sha256_hex(cred.key.as_bytes());
-    let dummy = "0".repeat(64);
-    let mut found = None;
-    for (i, row) in rows.iter().enumerate() {
-        let stored: String = row.try_get("key_hash")?;
-        if bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
-            found = Some(i);
-        }
-    }
-    if rows.is_empty() {
-        // Spend the same comparison on an unknown client, so timing says nothing.
-        let _ = presented.as_bytes().ct_eq(dummy.as_bytes());
-    }
-    let row = found.map(|i| &rows[i]).ok_or(ErrorCode::InvalidCredentials)?;
+    let hashes = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>("key_hash"))
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    let row = cred
+        .matching_key(&hashes)
+        .map(|i| &rows[i])
+        .ok_or(ErrorCode::InvalidCredentials)?;
     let rate: Option<i64> = row.try_get("max_commands_per_second")?;
     Ok(Client {
         pk: row.try_get("id")?,
@@ -179,14 +172,14 @@ impl FromRequestParts<AppState> for AuthClient {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let client = authenticate(&state.db, &parts.headers).await?;
-        state.key_use.note(
-            &state.db,
-            KeyKind::Client,
-            &client.tenant_id,
-            &format!("client:{}", client.client_id),
-            &client.key_id,
-            format!("{} {}", parts.method, parts.uri.path()),
-        );
+        state
+            .key_use
+            .note(&state.db, KeyKind::Client, &client.tenant_id, &client.key_id, || {
+                (
+                    format!("client:{}", client.client_id),
+                    format!("{} {}", parts.method, parts.uri.path()),
+                )
+            });
         Ok(AuthClient(client))
     }
 }

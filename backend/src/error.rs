@@ -54,6 +54,18 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// Adds `(name, value)` pairs (as `RateDecision::headers` gives them) to an answer's headers.
+pub fn insert_headers(headers: &mut axum::http::HeaderMap, pairs: &[(String, String)]) {
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem::new(self.code, self.detail);
@@ -62,14 +74,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(Problem::CONTENT_TYPE));
-        for (name, value) in &self.headers {
-            if let (Ok(name), Ok(value)) = (
-                header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.insert(name, value);
-            }
-        }
+        insert_headers(headers, &self.headers);
         if self.code == ErrorCode::InvalidCredentials && !headers.contains_key(header::WWW_AUTHENTICATE) {
             headers.insert(
                 header::WWW_AUTHENTICATE,

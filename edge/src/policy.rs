@@ -8,7 +8,6 @@ use hermod_shared::signing::{self, DeviceSecret, SignedHeaders};
 use hermod_shared::wire::CreateCommand;
 use hermod_shared::{CommandType, ErrorCode, Problem};
 use std::collections::HashMap;
-use subtle::ConstantTimeEq;
 
 /// The largest body the edge forwards (the backend's default limit).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -125,20 +124,12 @@ pub fn client_credential(api_key: Option<&str>, authorization: Option<&str>) -> 
 }
 
 /// Checks a presented key against the client's active key hashes (two during a rotation), in
-/// constant time; an unknown client is compared against a dummy so timing tells nothing.
+/// constant time (`ClientCredential::matching_key`).
 pub fn key_matches(credential: &ClientCredential, key_hashes: &[String]) -> Result<(), Refusal> {
-    let presented = hermod_shared::sha256_hex(credential.key.as_bytes());
-    let dummy = ["0".repeat(64)];
-    let candidates = if key_hashes.is_empty() { &dummy[..] } else { key_hashes };
-    let mut equal = subtle::Choice::from(0u8);
-    for stored in candidates {
-        equal |= presented.as_bytes().ct_eq(stored.as_bytes());
-    }
-    if bool::from(equal) && !key_hashes.is_empty() {
-        Ok(())
-    } else {
-        Err(ErrorCode::InvalidCredentials.into())
-    }
+    credential
+        .matching_key(key_hashes)
+        .map(|_| ())
+        .ok_or_else(|| ErrorCode::InvalidCredentials.into())
 }
 
 /// Checks the body of `POST /command/{type}` as the backend would.

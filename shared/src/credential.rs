@@ -52,6 +52,24 @@ impl ClientCredential {
     pub fn token(&self) -> String {
         STANDARD.encode(format!("{}:{}", self.client_id, self.key))
     }
+
+    /// Which of a client's stored key hashes (lowercase hex SHA-256; two during a rotation) the
+    /// presented key matches. Every hash is compared in constant time, and a dummy when there
+    /// are none, so timing tells nothing about the client or its keys.
+    pub fn matching_key<S: AsRef<str>>(&self, key_hashes: &[S]) -> Option<usize> {
+        use subtle::ConstantTimeEq;
+        let presented = crate::sha256_hex(self.key.as_bytes());
+        let mut found = None;
+        for (i, stored) in key_hashes.iter().enumerate() {
+            if bool::from(presented.as_bytes().ct_eq(stored.as_ref().as_bytes())) {
+                found = Some(i);
+            }
+        }
+        if key_hashes.is_empty() {
+            let _ = presented.as_bytes().ct_eq("0".repeat(64).as_bytes());
+        }
+        found
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +91,19 @@ mod tests {
             ClientCredential::from_authorization("basic aWRtOjQ0NjAyMDEzNGVlOA=="),
             Some(c)
         );
+    }
+
+    #[test]
+    fn a_key_matches_any_of_its_hashes_and_nothing_else() {
+        let c = ClientCredential {
+            client_id: "idm".into(),
+            key: "446020134ee8".into(),
+        };
+        let right = crate::sha256_hex(b"446020134ee8");
+        let other = crate::sha256_hex(b"other");
+        assert_eq!(c.matching_key(&[&other, &right]), Some(1));
+        assert_eq!(c.matching_key(&[&other]), None);
+        assert_eq!(c.matching_key::<&str>(&[]), None);
     }
 
     #[test]

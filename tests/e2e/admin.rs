@@ -357,10 +357,7 @@ async fn a_tenant_over_its_command_rate_gets_429_with_ratelimit_headers_and_noth
         .await;
     assert_eq!(tenant["quotas"]["max_commands_per_second"], 3);
     // Start at the beginning of a one-second window, so all four land in one.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
+    sleep_to_next_second().await;
     let create = |c: &Creds| {
         app.http
             .post(format!("{}/command/provision", app.base))

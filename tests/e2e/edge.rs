@@ -484,10 +484,7 @@ async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_
             200,
         )
         .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
+    sleep_to_next_second().await;
     let first = create_via(&edge, &new, "provision", body.clone()).await;
     assert_eq!(first.status(), 201);
     assert_eq!(

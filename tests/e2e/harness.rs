@@ -741,3 +741,11 @@ pub async fn admin_snapshot(app: &TestApp) -> String {
     }
     out
 }
+
+/// Sleeps until just after the next whole second, so a burst lands in one one-second window.
+pub async fn sleep_to_next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
+}

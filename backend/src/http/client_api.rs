@@ -72,13 +72,8 @@ pub async fn create(
     let quota = tenants::take_command(&state.db, &client).await?;
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
     let mut response = (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
-    for (name, value) in quota.map(|q| q.headers(1)).unwrap_or_default() {
-        if let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(name.as_bytes()),
-            header::HeaderValue::from_str(&value),
-        ) {
-            response.headers_mut().insert(name, value);
-        }
+    if let Some(quota) = quota {
+        crate::error::insert_headers(response.headers_mut(), &quota.headers(1));
     }
     response.headers_mut().insert(
         header::LOCATION,
