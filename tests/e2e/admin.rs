@@ -949,6 +949,37 @@ async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
             "{method} {path} is not documented"
         );
     }
+    // Query parameters are declared in the query and path parameters in the path, so a client
+    // generated from the document sends `?wait=` rather than a path segment.
+    for (path, method, name, place) in [
+        ("/command/{id}", "get", "wait", "query"),
+        ("/command/{id}", "get", "id", "path"),
+        ("/ms/mailbox", "get", "cursor", "query"),
+        ("/ms/mailbox", "get", "wait", "query"),
+        ("/command/callbacks", "get", "status", "query"),
+        ("/admin/tenants/{tenant}/audit", "get", "after", "query"),
+        ("/admin/tenants/{tenant}/audit", "get", "tenant", "path"),
+    ] {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let param = params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"));
+        assert_eq!(param["in"], place, "{method} {path} parameter {name}");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    let name = p["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path} declares {name} as a path parameter"
+                    );
+                }
+            }
+        }
+    }
     let create = &doc["paths"]["/command/{type}"]["post"]["responses"];
     assert!(create["429"].is_object(), "the quota answer is documented");
     let admin = &doc["paths"]["/admin/tenants"]["post"]["security"][0];

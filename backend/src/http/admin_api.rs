@@ -350,6 +350,7 @@ pub async fn revoke_client_key(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this cursor (`next_cursor` of the previous page); 0 for the first.

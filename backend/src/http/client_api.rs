@@ -105,6 +105,7 @@ async fn tell_edge_mailboxes(state: &AppState, row: &commands::CommandRow, respo
 pub const MAILBOX_DEVICES_HEADER: &str = "hermod-mailbox-devices";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Seconds to wait for the status to change (long-poll), at most `commands.max-wait` (60 by default).

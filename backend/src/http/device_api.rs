@@ -39,6 +39,7 @@ pub async fn enrol(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxQuery {
     /// The `cursor` of the previous page (0 at first).

@@ -12,6 +12,7 @@ use crate::gen_client::{self, NewClient};
 use crate::http::extract;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GenerateQuery {
     /// Defaults to `client`.
