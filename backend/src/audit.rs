@@ -5,7 +5,7 @@
 use hermod_shared::admin::{AuditEntry, AuditPage};
 use hermod_shared::wire::rfc3339;
 use serde_json::Value;
-use sqlx::{Any, Row};
+use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -26,16 +26,44 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    pub async fn write<'c, E: sqlx::Executor<'c, Database = Any>>(self, conn: E, now: i64) -> sqlx::Result<()> {
+    /// Writes the record, numbered next in its tenant's log. The number comes from the tenant's
+    /// `audit_cursors` row in the same statement (PostgreSQL) or transaction (SQLite's one
+    /// writer): the row lock orders the commits, so a reader's cursor never passes a record that
+    /// commits later (see `mailbox` for the same scheme).
+    pub async fn write(self, conn: &mut AnyConnection, now: i64) -> sqlx::Result<()> {
+        const NEXT: &str = "INSERT INTO audit_cursors (tenant_id, last_seq) VALUES ($1, 1)
+             ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_cursors.last_seq + 1 RETURNING last_seq";
+        let detail = self.detail.map(|d| d.to_string());
+        if conn.backend_name() == "PostgreSQL" {
+            sqlx::query(&format!(
+                "WITH next AS ({NEXT})
+                 INSERT INTO audit_log (tenant_id, at, actor, action, target, detail, tenant_seq)
+                 SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next"
+            ))
+            .bind(self.tenant_id)
+            .bind(now)
+            .bind(self.actor)
+            .bind(self.action)
+            .bind(self.target)
+            .bind(detail)
+            .execute(conn)
+            .await?;
+            return Ok(());
+        }
+        let seq: i64 = sqlx::query_scalar(NEXT)
+            .bind(self.tenant_id)
+            .fetch_one(&mut *conn)
+            .await?;
         sqlx::query(
-            "INSERT INTO audit_log (tenant_id, at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO audit_log (tenant_id, at, actor, action, target, detail, tenant_seq) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(self.tenant_id)
         .bind(now)
         .bind(self.actor)
         .bind(self.action)
         .bind(self.target)
-        .bind(self.detail.map(|d| d.to_string()))
+        .bind(detail)
+        .bind(seq)
         .execute(conn)
         .await?;
         Ok(())
@@ -99,7 +127,7 @@ impl KeyUse {
                     target: Some(&key_id),
                     detail: Some(serde_json::json!({ "request": request })),
                 }
-                .write(&mut *tx, now)
+                .write(&mut tx, now)
                 .await?;
                 tx.commit().await
             }
@@ -114,7 +142,8 @@ impl KeyUse {
 /// The tenant's log after `after`, oldest first.
 pub async fn page(db: &Db, tenant_id: &str, after: i64, limit: u32) -> sqlx::Result<AuditPage> {
     let rows = sqlx::query(
-        "SELECT seq, at, actor, action, target, detail FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        "SELECT tenant_seq AS seq, at, actor, action, target, detail FROM audit_log
+         WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3",
     )
     .bind(tenant_id)
     .bind(after)

@@ -24,6 +24,7 @@ use crate::clients::Client;
 use crate::db::now_ms;
 use crate::devices::DeviceRow;
 use crate::error::{ApiError, ApiResult};
+use crate::mailbox;
 use crate::wake;
 
 pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
@@ -266,19 +267,16 @@ pub async fn create(
         return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
     };
     if !is_provision {
-        let (mail_device, mail_user) = match &req.device_id {
-            Some(d) => (Some(d.as_str().to_owned()), None),
-            None => (None, Some(user_id.clone())),
-        };
-        sqlx::query(
-            "INSERT INTO mailbox_events (group_id, device_id, user_id, command_id, kind, created_at) VALUES ($1, $2, $3, $4, 'command', $5)",
+        let device = req.device_id.as_ref().map(|d| d.as_str());
+        mailbox::append(
+            &mut tx,
+            &client.group_id,
+            &user_id,
+            device,
+            id.as_str(),
+            mailbox::Kind::Command,
+            now,
         )
-        .bind(&client.group_id)
-        .bind(mail_device)
-        .bind(mail_user)
-        .bind(id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
@@ -362,28 +360,26 @@ pub async fn wait_for_change(state: &AppState, client: &Client, id: &str, wait: 
 pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
     let now = now_ms();
     let mut tx = state.db.write.begin().await?;
-    let updated = sqlx::query(&format!(
+    let cancelled: Option<CommandRow> = sqlx::query_as(&format!(
         "UPDATE commands SET status = 'cancelled', completed_at = $1
-         WHERE id = $2 AND client_pk = $3 AND status IN {OPEN} AND timeout_at > $1"
+         WHERE id = $2 AND client_pk = $3 AND status IN {OPEN} AND timeout_at > $1
+         RETURNING {COLUMNS}"
     ))
     .bind(now)
     .bind(id)
     .bind(&client.pk)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if updated.rows_affected() == 1 {
-        sqlx::query(
-            "INSERT INTO mailbox_events (group_id, device_id, user_id, command_id, kind, created_at)
-             SELECT group_id, device_id, user_id, command_id, 'cancelled', $1 FROM mailbox_events WHERE command_id = $2 AND kind = 'command'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let row = fetch(&mut tx, id).await?.ok_or(ErrorCode::Internal)?;
+    if let Some(row) = cancelled {
+        if !row.is_provision() {
+            let user = row.user_id.as_deref().ok_or(ErrorCode::Internal)?;
+            let device = row.device_id.as_deref();
+            mailbox::append(&mut tx, &row.group_id, user, device, id, mailbox::Kind::Cancelled, now).await?;
+        }
+        let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
         tx.commit().await?;
         wake_mailbox(state, &row);
-        state.wakeups.wake(&wake::command_key(id));
+        after_final(state, &row, queued);
         return Ok(row);
     }
     drop(tx);

@@ -131,7 +131,7 @@ pub async fn revoke(state: &AppState, client: &Client, device_id: &str) -> ApiRe
         target: Some(device_id),
         detail: None,
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     tracing::info!(device_id, client_id = %client.client_id, "device revoked");

@@ -125,7 +125,7 @@ pub async fn create_tenant(db: &Db, req: CreateTenant, actor: &str) -> ApiResult
         target: Some(&req.id),
         detail: Some(json!({ "name": name, "quotas": req.quotas })),
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     let admin_key = issue_admin_key_in(&mut tx, &req.id, actor, now).await?;
     tx.commit().await?;
@@ -155,7 +155,7 @@ pub async fn set_quotas(db: &Db, tenant_id: &str, quotas: Quotas, actor: &str) -
         target: Some(tenant_id),
         detail: Some(json!(quotas)),
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     tenant(db, tenant_id).await
@@ -289,7 +289,7 @@ async fn revoke<'q>(
             target: Some(key_id),
             detail: None,
         }
-        .write(&mut *tx, now)
+        .write(&mut tx, now)
         .await?;
     }
     tx.commit().await?;
@@ -321,7 +321,7 @@ pub async fn create_group(db: &Db, tenant_id: &str, req: CreateGroup, actor: &st
         target: Some(&req.name),
         detail: None,
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     Ok(GroupView {
@@ -475,7 +475,7 @@ pub async fn create_client(db: &Db, tenant_id: &str, req: CreateClient, actor: &
         target: Some(&client_id),
         detail: Some(json!({ "group": req.group, "callback_url": req.callback_url })),
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     Ok(ClientCreated {
@@ -528,7 +528,7 @@ pub async fn update_client(
             "callback_basic_auth": req.callback_basic_auth.map(|a| if a.is_some() { "set" } else { "cleared" }),
         })),
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     client(db, tenant_id, name).await
@@ -556,7 +556,7 @@ pub async fn disable_client(db: &Db, tenant_id: &str, name: &str, actor: &str) -
         target: Some(&view.client_id),
         detail: None,
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     Ok(())
@@ -602,7 +602,7 @@ pub async fn issue_client_key(db: &Db, tenant_id: &str, name: &str, actor: &str)
         target: Some(&id),
         detail: Some(json!({ "client_id": view.client_id })),
     }
-    .write(&mut *tx, now)
+    .write(&mut tx, now)
     .await?;
     tx.commit().await?;
     let credential = ClientCredential {

@@ -189,8 +189,10 @@ pub struct DeviceView {
     pub last_seen_at: Option<String>,
 }
 
-/// The body of a callback. `type` is `command.approved`, `command.declined` or
-/// `command.expired`; `data` is the command as `GET /command/{id}` shows it.
+/// The body of a callback. `type` is `command.approved`, `command.declined`,
+/// `command.cancelled` or `command.expired`: every command that ends sends exactly one, so a
+/// receiver can close every command it opened. `data` is the command as `GET /command/{id}`
+/// shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CallbackEvent {

@@ -157,6 +157,15 @@ async fn a_cancelled_command_is_seen_by_the_device_and_cannot_be_answered() {
         "command_cancelled"
     );
     assert_eq!(app.get(&idm, &format!("/command/{id}")).await.1["status"], "cancelled");
+
+    // The client hears of it once (cancelling twice wrote one event), so it can close it.
+    let cb = app.receiver.callback_for(id).await;
+    assert_eq!(cb.event().event_type, "command.cancelled");
+    assert_eq!(cb.event().data.status.as_str(), "cancelled");
+    let (_, events) = app.get(&idm, &format!("/command/{id}/callbacks")).await;
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_type"], "command.cancelled");
 }
 
 #[tokio::test]
@@ -195,8 +204,16 @@ async fn at_lifespan_end_the_command_is_gone_from_history() {
         .create_ok(&idm, "ping", json!({ "user_id": "erin", "timeout": 1, "lifespan": 2 }))
         .await;
     let id = created["id"].as_str().unwrap();
+    let created_at = std::time::Instant::now();
     assert_eq!(app.get(&idm, &format!("/command/{id}")).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    eventually(Duration::from_secs(10), "the command leaves history", || async {
+        app.get(&idm, &format!("/command/{id}")).await.0 == 404
+    })
+    .await;
+    assert!(
+        created_at.elapsed() >= Duration::from_millis(1900),
+        "gone before its 2 s lifespan ended"
+    );
     let (status, body) = app.get(&idm, &format!("/command/{id}")).await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "command_not_found");
@@ -227,9 +244,21 @@ async fn the_same_answer_twice_is_answered_the_same_and_a_different_one_is_refus
         different.json::<serde_json::Value>().await.unwrap()["code"],
         "already_answered"
     );
-    // One callback only.
-    app.receiver.callback_for(created["id"].as_str().unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One callback only: one event was written, and it was delivered at the first attempt.
+    let command = created["id"].as_str().unwrap();
+    app.receiver.callback_for(command).await;
+    eventually(
+        Duration::from_secs(10),
+        "the callback is recorded as delivered",
+        || async {
+            let (_, list) = app.get(&idm, &format!("/command/{command}/callbacks")).await;
+            list.as_array()
+                .is_some_and(|l| !l.is_empty() && l.iter().all(|e| e["status"] == "delivered"))
+        },
+    )
+    .await;
+    let (_, list) = app.get(&idm, &format!("/command/{command}/callbacks")).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "one event written");
     let count = app
         .receiver
         .received()
@@ -276,7 +305,10 @@ async fn clients_of_one_group_share_devices_and_other_groups_do_not_see_them() {
         .await
         .unwrap();
     let cb = app.receiver.callback_for(created["id"].as_str().unwrap()).await;
-    assert!(app.receiver.url.replace("/ws/hermod", "/da").ends_with("/da"));
+    assert_eq!(
+        cb.path, "/da",
+        "the callback goes to the creating client's own callback URL"
+    );
     assert_eq!(cb.header("authorization"), "", "da has no callback basic auth");
 
     // Another group sees neither the device nor the user, nor the other client's commands.
@@ -383,7 +415,10 @@ async fn a_client_long_poll_returns_when_the_status_changes() {
             (started.elapsed(), r.json::<serde_json::Value>().await.unwrap())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(10), "the waiter reaches the server", || {
+        app.state.wakeups.waiting() >= 1
+    })
+    .await;
     let page = device.poll(5).await.unwrap(); // pending → delivered wakes the waiter
     let (elapsed, view) = waiter.await.unwrap();
     assert_eq!(view["status"], "delivered");

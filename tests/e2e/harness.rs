@@ -548,17 +548,22 @@ pub async fn post_command(base: &str, token: &str, command_type: &str, body: ser
         .unwrap()
 }
 
-/// Measures how soon a device long-polling its mailbox wakes after `create` sends a command
-/// (it returns the new command's id), over seven rounds, and checks the mechanism: the median
-/// meets `target`, and even the slowest, on a loaded machine, is far from the 30 s that a
-/// missed wake-up would cost.
-pub async fn assert_wakes_within<F, Fut>(device: &mut hermod::device_sim::DeviceClient, target: Duration, mut create: F)
-where
+/// Checks the wake-up mechanism over seven rounds: a device long-polls its mailbox for 30 s on
+/// `server` (the poll is waited for until the server holds it, not for a fixed time), `create`
+/// sends it a command (and returns the new command's id), and the poll returns that command.
+/// A missed wake-up would cost the whole 30 s; the loose bound only tells the two apart (the
+/// latency itself is the benchmark's to measure).
+pub async fn assert_woken_by_a_new_command<F, Fut>(
+    device: &mut hermod::device_sim::DeviceClient,
+    server: &hermod::app::AppState,
+    mut create: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = String>,
 {
     let mut waits = Vec::new();
     for _ in 0..7 {
+        let before = server.wakeups.waiting();
         let poller = {
             let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
             tokio::spawn(async move {
@@ -566,8 +571,11 @@ where
                 (Instant::now(), page, d.state.cursor)
             })
         };
-        // Let the poll reach the server and subscribe.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The poll subscribes to its device's and its user's wake-ups.
+        wait_until(Duration::from_secs(10), "the long-poll reaches the server", || {
+            server.wakeups.waiting() >= before + 2
+        })
+        .await;
         let sent = Instant::now();
         let created = create().await;
         let (woke, page, cursor) = poller.await.unwrap();
@@ -576,16 +584,34 @@ where
         waits.push(woke.saturating_duration_since(sent));
         device.state.cursor = cursor;
     }
-    waits.sort();
-    let (median, slowest) = (waits[waits.len() / 2], waits[waits.len() - 1]);
+    let slowest = waits.iter().max().unwrap();
     assert!(
-        median < target,
-        "median wake-up {median:?} after the command was sent: {waits:?}"
+        *slowest < Duration::from_secs(5),
+        "a wake-up took {slowest:?}, as if the poll ran out rather than being woken: {waits:?}"
     );
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a wake-up took {slowest:?}: {waits:?}"
-    );
+}
+
+/// Polls an asynchronous `check` (a query, a request) every 20 ms until it holds; fails after
+/// `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; fails after `within`.
+pub async fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The operator token of hosted tests (`admin.operator-key`).

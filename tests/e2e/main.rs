@@ -12,6 +12,7 @@ mod edge;
 mod edge_channel;
 mod harness;
 mod isolation;
+mod ordering;
 mod replicas;
 mod tls;
 mod wakeup;
