@@ -139,17 +139,18 @@ impl KeyUse {
     }
 }
 
+/// A page of a tenant's log: `$1` tenant, `$2` cursor, `$3` limit.
+pub const PAGE_SQL: &str = "SELECT tenant_seq AS seq, at, actor, action, target, detail FROM audit_log
+     WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3";
+
 /// The tenant's log after `after`, oldest first.
 pub async fn page(db: &Db, tenant_id: &str, after: i64, limit: u32) -> sqlx::Result<AuditPage> {
-    let rows = sqlx::query(
-        "SELECT tenant_seq AS seq, at, actor, action, target, detail FROM audit_log
-         WHERE tenant_id = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3",
-    )
-    .bind(tenant_id)
-    .bind(after)
-    .bind(i64::from(limit.clamp(1, PAGE_MAX)))
-    .fetch_all(&db.read)
-    .await?;
+    let rows = sqlx::query(PAGE_SQL)
+        .bind(tenant_id)
+        .bind(after)
+        .bind(i64::from(limit.clamp(1, PAGE_MAX)))
+        .fetch_all(&db.read)
+        .await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let detail: Option<String> = row.try_get("detail")?;

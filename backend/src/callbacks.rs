@@ -38,6 +38,18 @@ const BUSY_RECHECK: Duration = Duration::from_millis(500);
 const GONE: &str =
     "the receiver answered 410 Gone: callbacks to it are disabled until a recovery or a new callback-url";
 
+/// When the next pending event is due.
+pub const NEXT_DUE_SQL: &str =
+    "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) \
+    FROM callback_events WHERE status = 'pending'";
+
+/// Due events, oldest first, none while an older one of its command is pending: `$1` now,
+/// `$2` limit. It walks `callback_events_pending`, which holds only pending events.
+pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk FROM callback_events e
+     WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
+       AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
+     ORDER BY e.seq LIMIT $2";
+
 /// Writes the callback event for a command's new final state, if its client has a callback URL.
 pub async fn enqueue(conn: &mut AnyConnection, state: &AppState, row: &CommandRow, now: i64) -> sqlx::Result<bool> {
     let receiver: Option<(Option<String>, Option<i64>)> =
@@ -237,11 +249,7 @@ impl Outbox {
     /// How long until the next pending event is due (at most 5 s, for events that other
     /// processes add).
     async fn until_next_due(&self) -> anyhow::Result<Duration> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) FROM callback_events WHERE status = 'pending'",
-        )
-        .fetch_one(&self.db.read)
-        .await?;
+        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE_SQL).fetch_one(&self.db.read).await?;
         let ms = next.map_or(5_000, |at| (at - now_ms()).clamp(0, 5_000));
         Ok(Duration::from_millis(ms as u64))
     }
@@ -251,16 +259,11 @@ impl Outbox {
     /// then claims them with an update that only succeeds on unclaimed rows.
     async fn claim(&self, free: usize) -> anyhow::Result<Vec<Claimed>> {
         let now = now_ms();
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT e.id, e.client_pk FROM callback_events e
-             WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
-               AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
-             ORDER BY e.seq LIMIT $2",
-        )
-        .bind(now)
-        .bind((free * 4 + 16) as i64)
-        .fetch_all(&self.db.read)
-        .await?;
+        let candidates: Vec<(String, String)> = sqlx::query_as(CANDIDATES_SQL)
+            .bind(now)
+            .bind((free * 4 + 16) as i64)
+            .fetch_all(&self.db.read)
+            .await?;
         let chosen: Vec<String> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             let mut taken: HashMap<&str, usize> = HashMap::new();

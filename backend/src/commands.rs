@@ -517,16 +517,21 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     })
 }
 
+/// Open commands past their timeout (`$1` now), oldest first; `commands_open_by_timeout` holds
+/// only open commands.
+pub static DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM commands WHERE status IN {OPEN} AND timeout_at <= $1 ORDER BY timeout_at LIMIT 500")
+});
+/// Commands past their lifespan (`$1` now); their mailbox events go with them.
+pub const FORGET_SQL: &str = "DELETE FROM commands WHERE expires_at <= $1";
+/// Nonces past the signature window (`$1` now).
+pub const FORGET_NONCES_SQL: &str = "DELETE FROM nonces WHERE expires_at <= $1";
+
 /// Expires open commands past their timeout (each with its callback), and forgets commands
 /// past their lifespan and nonces past the signature window. Safe to run concurrently.
 pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
     let now = now_ms();
-    let due: Vec<CommandRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM commands WHERE status IN {OPEN} AND timeout_at <= $1 ORDER BY timeout_at LIMIT 500"
-    ))
-    .bind(now)
-    .fetch_all(&state.db.write)
-    .await?;
+    let due: Vec<CommandRow> = sqlx::query_as(&DUE_SQL).bind(now).fetch_all(&state.db.write).await?;
     if !due.is_empty() {
         let mut expired = Vec::new();
         let mut queued = false;
@@ -556,11 +561,8 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
         }
         tracing::debug!(count = expired.len(), "commands expired");
     }
-    sqlx::query("DELETE FROM commands WHERE expires_at <= $1")
-        .bind(now)
-        .execute(&state.db.write)
-        .await?;
-    sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
+    sqlx::query(FORGET_SQL).bind(now).execute(&state.db.write).await?;
+    sqlx::query(FORGET_NONCES_SQL)
         .bind(now)
         .execute(&state.db.write)
         .await?;

@@ -134,24 +134,29 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
     }
 }
 
-async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
+/// A page of a device's mailbox: `$1` group, `$2` user, `$3` cursor, `$4` device, `$5` limit.
+pub static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let columns = COLUMNS
         .split(", ")
         .map(|c| format!("c.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+    format!(
         "SELECT e.mailbox_seq AS seq, e.kind, {columns} FROM mailbox_events e JOIN commands c ON c.id = e.command_id
          WHERE e.group_id = $1 AND e.user_id = $2 AND e.mailbox_seq > $3 AND (e.device_id IS NULL OR e.device_id = $4)
          ORDER BY e.mailbox_seq LIMIT $5"
-    ))
-    .bind(&device.group_id)
-    .bind(&device.user_id)
-    .bind(cursor)
-    .bind(&device.id)
-    .bind(PAGE_SIZE)
-    .fetch_all(&state.db.read)
-    .await?;
+    )
+});
+
+async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
+    let rows: Vec<EventRow> = sqlx::query_as(&PAGE_SQL)
+        .bind(&device.group_id)
+        .bind(&device.user_id)
+        .bind(cursor)
+        .bind(&device.id)
+        .bind(PAGE_SIZE)
+        .fetch_all(&state.db.read)
+        .await?;
     let now = now_ms();
     let next = rows.last().map_or(cursor, |r| r.seq);
     let items = rows

@@ -13,6 +13,7 @@ mod edge_channel;
 mod harness;
 mod isolation;
 mod ordering;
+mod plans;
 mod replicas;
 mod tls;
 mod wakeup;
