@@ -10,8 +10,7 @@
 
 use hermod_shared::enrolment;
 use hermod_shared::wire::{
-    rfc3339, CommandView, CreateCommand, Decision, DeviceResponse, EnrolRequest, EnrolResponse, Enrolment,
-    MailboxCommand,
+    rfc3339, CommandView, CreateCommand, DeviceResponse, EnrolRequest, EnrolResponse, Enrolment, MailboxCommand,
 };
 use hermod_shared::{CommandId, CommandStatus, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
 use serde_json::{json, Value};
@@ -23,6 +22,7 @@ use crate::callbacks;
 use crate::clients::Client;
 use crate::db::now_ms;
 use crate::devices::DeviceRow;
+use crate::domain::command::{self as rules, Recipient};
 use crate::error::{ApiError, ApiResult};
 use crate::mailbox;
 use crate::wake;
@@ -64,11 +64,19 @@ impl CommandRow {
     /// The status as of `now`: an open command past its timeout is expired even before the
     /// sweeper has written so.
     pub fn status_at(&self, now: i64) -> CommandStatus {
-        let s = self.stored_status();
-        if !s.is_final() && now >= self.timeout_at {
-            CommandStatus::Expired
-        } else {
-            s
+        rules::status_at(self.stored_status(), self.timeout_at, now)
+    }
+
+    /// What the rules need to know of this command.
+    pub fn facts(&self) -> rules::Facts<'_> {
+        rules::Facts {
+            provision: self.is_provision(),
+            device_id: self.device_id.as_deref(),
+            user_id: self.user_id.as_deref(),
+            status: self.stored_status(),
+            timeout_at: self.timeout_at,
+            answered_by: self.answered_by.as_deref(),
+            response_hash: self.response_hash.as_deref(),
         }
     }
 
@@ -175,38 +183,14 @@ pub async fn create(
             ),
         )
     })?;
-    let payload = match req.payload {
-        None => json!({}),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "payload must be a JSON object",
-            ))
-        }
-    };
+    let payload = rules::payload(req.payload)?;
     let is_provision = command_type == CommandType::Provision;
-    match (&req.device_id, &req.user_id) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "give device_id or user_id, not both",
-            ))
-        }
-        (None, None) => return Err(ApiError::new(ErrorCode::InvalidRequest, "give device_id or user_id")),
-        (Some(_), None) if is_provision => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "a provision command takes user_id: it enrols a new device",
-            ))
-        }
-        _ => {}
-    }
+    let recipient = rules::recipient(&command_type, req.device_id.as_ref(), req.user_id.as_ref())?;
 
     // Whom it is for is checked on a read connection, so the writer only writes. (A device
     // revoked in between gets a command it can no longer fetch: its requests are refused.)
-    let user_id: String = match (&req.device_id, &req.user_id) {
-        (Some(device), _) => {
+    let user_id: String = match &recipient {
+        Recipient::Device(device) => {
             let user: Option<String> = sqlx::query_scalar(
                 "SELECT user_id FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL",
             )
@@ -216,7 +200,7 @@ pub async fn create(
             .await?;
             user.ok_or(ErrorCode::DeviceNotFound)?
         }
-        (None, Some(user)) => {
+        Recipient::User(user) => {
             if !is_provision {
                 let devices: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -231,7 +215,6 @@ pub async fn create(
             }
             user.as_str().to_owned()
         }
-        (None, None) => unreachable!("checked above"),
     };
     let now = now_ms();
     let id = CommandId::from_random(rand::random());
@@ -383,11 +366,12 @@ pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<Co
         return Ok(row);
     }
     drop(tx);
+    // Not open (or not this client's): the rules say what cancelling it again means.
     let row = get(state, client, id).await?;
-    match row.status_at(now) {
-        CommandStatus::Cancelled => Ok(row),
-        CommandStatus::Expired => Err(ErrorCode::CommandExpired.into()),
-        _ => Err(ErrorCode::AlreadyAnswered.into()),
+    match rules::cancel(row.stored_status(), row.timeout_at, now)? {
+        rules::Cancel::Replay => Ok(row),
+        // It was open a moment ago and the update lost a race with an answer or the timeout.
+        rules::Cancel::Cancel => Err(ErrorCode::AlreadyAnswered.into()),
     }
 }
 
@@ -406,31 +390,16 @@ pub async fn respond(
         .await?
         .filter(|r| r.group_id == device.group_id)
         .ok_or(ErrorCode::CommandNotFound)?;
-    let addressed = !row.is_provision()
-        && match &row.device_id {
-            Some(d) => *d == device.id,
-            None => row.user_id.as_deref() == Some(device.user_id.as_str()),
-        };
-    if !addressed {
-        return Err(ErrorCode::NotAddressedToDevice.into());
-    }
-    match row.status_at(now) {
-        CommandStatus::Approved | CommandStatus::Declined => {
-            let same = row.answered_by.as_deref() == Some(device.id.as_str())
-                && row.response_hash.as_deref() == Some(body_hash);
-            return if same {
-                Ok(row)
-            } else {
-                Err(ErrorCode::AlreadyAnswered.into())
-            };
-        }
-        CommandStatus::Cancelled => return Err(ErrorCode::CommandCancelled.into()),
-        CommandStatus::Expired => return Err(ErrorCode::CommandExpired.into()),
-        CommandStatus::Pending | CommandStatus::Delivered => {}
-    }
-    let status = match response.result {
-        Decision::Approved => CommandStatus::Approved,
-        Decision::Declined => CommandStatus::Declined,
+    let status = match rules::answer(
+        &row.facts(),
+        &device.id,
+        &device.user_id,
+        response.result,
+        body_hash,
+        now,
+    )? {
+        rules::Answer::Replay => return Ok(row),
+        rules::Answer::Final(status) => status,
     };
     let row: CommandRow = sqlx::query_as(&format!(
         "UPDATE commands SET status = $1, result = $2, answered_by = $3, response_hash = $4, completed_at = $5
@@ -476,7 +445,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     let mut tx = state.db.write.begin().await?;
     let row = fetch_for_update(state, &mut tx, command_id.as_str())
         .await?
-        .filter(|r| r.is_provision() && !r.status_at(now).is_final())
+        .filter(|r| rules::enrols(&r.facts(), now))
         .ok_or(ErrorCode::InvalidEnrolmentToken)?;
     let user_id = row
         .user_id

@@ -40,6 +40,16 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
+impl From<crate::domain::command::Refusal> for ApiError {
+    fn from(r: crate::domain::command::Refusal) -> Self {
+        Self {
+            code: r.code,
+            detail: r.detail.map(Into::into),
+            headers: Vec::new(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "database error");

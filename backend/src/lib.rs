@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod device_sim;
 pub mod devices;
+pub mod domain;
 pub mod edge_channel;
 pub mod error;
 pub mod gen_client;

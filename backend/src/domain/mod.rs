@@ -1,0 +1,6 @@
+//! The rules of Hermod, pure: no I/O, no clock, no database, no HTTP. Everything here takes
+//! what it needs as arguments (the time included) and is unit- and property-tested alone; the
+//! store applies its verdicts, the HTTP layer turns its refusals into answers.
+#![forbid(unsafe_code)]
+
+pub mod command;
