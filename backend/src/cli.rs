@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::Settings;
-use crate::device_sim::DeviceClient;
 use crate::gen_client::{self, NewClient};
 use crate::Application;
+use hermod_device::Device;
 
 #[derive(Parser)]
 #[command(
@@ -166,7 +166,7 @@ async fn shutdown_signal() {
 async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::Enrol { link, ms, name, state } => {
-            let device = DeviceClient::enrol(&link, ms.as_deref(), name.as_deref()).await?;
+            let device = Device::enrol(&link, ms.as_deref(), name.as_deref()).await?;
             device.save(&state)?;
             println!(
                 "enrolled {} for user {} (state in {})",
@@ -177,7 +177,7 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DeviceCommand::Lifesign { state } => {
-            let device = DeviceClient::load(&state)?;
+            let device = Device::load(&state)?;
             println!("{}", device.lifesign().await?);
             Ok(())
         }
@@ -191,7 +191,7 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
 }
 
 async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow::Result<()> {
-    let mut device = DeviceClient::load(path)?;
+    let mut device = Device::load(path)?;
     let decision = if decline {
         Decision::Declined
     } else {

@@ -12,7 +12,6 @@ pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod db;
-pub mod device_sim;
 pub mod devices;
 pub mod domain;
 pub mod edge_channel;

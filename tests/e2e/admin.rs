@@ -2,7 +2,7 @@
 //! clients, issues, rotates and revokes keys, and reads the audit log; quotas answer 429.
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use hermod_shared::wire::Decision;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -409,7 +409,7 @@ async fn a_tenant_at_its_device_quota_cannot_enrol_another_until_it_is_raised() 
         .await;
     let link = provision["enrolment"]["link"].as_str().unwrap();
     let before = snapshot(&app).await;
-    let refused = match DeviceClient::enrol(link, None, None).await {
+    let refused = match Device::enrol(link, None, None).await {
         Ok(_) => panic!("enrolled past the quota"),
         Err(e) => e.to_string(),
     };
@@ -440,7 +440,7 @@ async fn a_tenant_at_its_device_quota_cannot_enrol_another_until_it_is_raised() 
             200,
         )
         .await;
-    DeviceClient::enrol(link, None, None).await.unwrap();
+    Device::enrol(link, None, None).await.unwrap();
     let tenant = operator.ok(Method::GET, "/admin/tenants/acme", None, 200).await;
     assert_eq!(tenant["devices"], 2);
 }

@@ -2,7 +2,7 @@
 //! wrong, and changes nothing: not the commands, devices, mailboxes or callback outbox.
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use hermod_shared::signing::{self, DeviceSecret};
 use hermod_shared::wire::Decision;
 use serde_json::json;
@@ -27,7 +27,7 @@ enum Spoil {
 /// A device request signed by hand, so that each part can be spoiled.
 fn signed(
     app: &TestApp,
-    device: &DeviceClient,
+    device: &Device,
     method: reqwest::Method,
     suffix: &str,
     body: &[u8],
@@ -89,9 +89,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
     // an answered, a cancelled and an expired command; a used enrolment token.
     let provision = app.create_ok(&idm, "provision", json!({ "user_id": "alice" })).await;
     let used_token = provision["enrolment"]["token"].as_str().unwrap().to_owned();
-    let mut alice = DeviceClient::enrol(&used_token, Some(&app.ms_url()), None)
-        .await
-        .unwrap();
+    let mut alice = Device::enrol(&used_token, Some(&app.ms_url()), None).await.unwrap();
     let bob = app.enrol(&idm, "bob").await;
     let olga = app.enrol(&other, "olga").await;
     let open = app.create_ok(&idm, "authenticate", json!({ "user_id": "alice" })).await["id"]
@@ -180,7 +178,7 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             .delete(format!("{}{path}", app.base))
             .header("x-api-key", idm.0.token())
     };
-    let respond = |device: &DeviceClient, id: &str, body: Vec<u8>, spoil: Spoil| {
+    let respond = |device: &Device, id: &str, body: Vec<u8>, spoil: Spoil| {
         signed(
             &app,
             device,

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Creates an authenticate command for `user`, has the device approve it, returns its id.
-async fn approved_command(app: &TestApp, device: &mut hermod::device_sim::DeviceClient, user: &str) -> String {
+async fn approved_command(app: &TestApp, device: &mut hermod_device::Device, user: &str) -> String {
     let created = app
         .create_ok(&Creds::idm(), "authenticate", json!({ "user_id": user }))
         .await;

@@ -185,7 +185,7 @@ async fn kill_9_during_a_burst_of_callbacks_then_a_restart_loses_none() {
     let provision: serde_json::Value =
         post_command(&first.base, &token, "provision", json!({ "user_id": "walt" })).await;
     let enrolment_token = provision["enrolment"]["token"].as_str().unwrap();
-    hermod::device_sim::DeviceClient::enrol(enrolment_token, Some(&format!("{}/ms", first.base)), None)
+    hermod_device::Device::enrol(enrolment_token, Some(&format!("{}/ms", first.base)), None)
         .await
         .unwrap();
 

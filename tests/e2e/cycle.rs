@@ -30,7 +30,7 @@ async fn every_command_type_runs_provision_enrol_answer_callback() {
         .unwrap();
     assert_eq!(qr.headers()["content-type"], "image/svg+xml");
     assert!(qr.text().await.unwrap().contains("<svg"));
-    let mut device = hermod::device_sim::DeviceClient::enrol(enrolment["link"].as_str().unwrap(), None, Some("phone"))
+    let mut device = hermod_device::Device::enrol(enrolment["link"].as_str().unwrap(), None, Some("phone"))
         .await
         .unwrap();
     let cb = app.receiver.callback_for(provision["id"].as_str().unwrap()).await;
@@ -373,9 +373,7 @@ async fn the_seeds_paths_under_hermod_rest_work_for_clients_and_devices() {
     let provision: serde_json::Value = r.json().await.unwrap();
     let token = provision["enrolment"]["token"].as_str().unwrap();
     let ms = format!("{}/hermod/rest/ms", app.base);
-    let mut device = hermod::device_sim::DeviceClient::enrol(token, Some(&ms), None)
-        .await
-        .unwrap();
+    let mut device = hermod_device::Device::enrol(token, Some(&ms), None).await.unwrap();
     let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "jack" })).await;
     let page = device.poll(5).await.unwrap();
     assert_eq!(

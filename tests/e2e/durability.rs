@@ -4,7 +4,7 @@
 //! SQLite (its own pass) and on PostgreSQL (its pass).
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use hermod_shared::wire::Decision;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -36,7 +36,7 @@ async fn a_kill_under_load_loses_no_accepted_command_and_no_callback_owed() {
     let token = Creds::idm().0.token();
     let provision: Value = post_command(&first.base, &token, "provision", json!({ "user_id": "kim" })).await;
     let enrolment = provision["enrolment"]["token"].as_str().unwrap();
-    let device = DeviceClient::enrol(enrolment, Some(&format!("{}/ms", first.base)), None)
+    let device = Device::enrol(enrolment, Some(&format!("{}/ms", first.base)), None)
         .await
         .unwrap();
 
@@ -72,7 +72,7 @@ async fn a_kill_under_load_loses_no_accepted_command_and_no_callback_owed() {
     }
     let answerer = {
         let (answered, stop) = (Arc::clone(&answered), Arc::clone(&stop));
-        let mut device = DeviceClient::from_state(device.state.clone()).unwrap();
+        let mut device = Device::from_state(device.state.clone()).unwrap();
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let Ok(page) = device.poll(1).await else { break };

@@ -161,7 +161,7 @@ async fn the_whole_cycle_runs_through_the_edge() {
         link.contains(&format!("127.0.0.1%3A{}", edge.base.rsplit(':').next().unwrap())),
         "devices are sent to the edge"
     );
-    let mut device = hermod::device_sim::DeviceClient::enrol(link, None, Some("edge phone"))
+    let mut device = hermod_device::Device::enrol(link, None, Some("edge phone"))
         .await
         .unwrap();
     app.receiver.callback_for(provision["id"].as_str().unwrap()).await;
@@ -220,7 +220,7 @@ async fn bad_requests_are_turned_away_at_the_edge_and_never_reach_the_backend() 
         .json()
         .await
         .unwrap();
-    let device = hermod::device_sim::DeviceClient::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
+    let device = hermod_device::Device::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
         .await
         .unwrap();
     let secret = DeviceSecret::from_base64(&device.state.device_secret).unwrap();
@@ -507,10 +507,9 @@ async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_ne
         .json()
         .await
         .unwrap();
-    let mut device =
-        hermod::device_sim::DeviceClient::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
-            .await
-            .unwrap();
+    let mut device = hermod_device::Device::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
+        .await
+        .unwrap();
 
     let before = backend_requests(&app);
     for _ in 0..1000 {
@@ -523,7 +522,7 @@ async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_ne
 
     // A device long-polling the edge on its known-empty mailbox gets a new command at once.
     let poller = {
-        let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+        let mut d = hermod_device::Device::from_state(device.state.clone()).unwrap();
         tokio::spawn(async move {
             let page = d.poll(30).await.unwrap();
             (std::time::Instant::now(), page)
@@ -555,7 +554,7 @@ async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_ne
     assert_eq!(pending.items.len(), 1);
     let id = pending.items[0].command.id.to_string();
     let poller = {
-        let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+        let mut d = hermod_device::Device::from_state(device.state.clone()).unwrap();
         tokio::spawn(async move { d.poll(30).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;

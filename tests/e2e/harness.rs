@@ -5,8 +5,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hermod::config::{AllowedClient, Settings};
-use hermod::device_sim::DeviceClient;
 use hermod::Application;
+use hermod_device::Device;
 use hermod_shared::credential::ClientCredential;
 use hermod_shared::webhook::{self, WebhookSecret};
 use hermod_shared::wire::CallbackEvent;
@@ -416,14 +416,12 @@ impl TestApp {
     }
 
     /// Provisions `user` through `creds` and enrols a simulated device with the link.
-    pub async fn enrol(&self, creds: &Creds, user: &str) -> DeviceClient {
+    pub async fn enrol(&self, creds: &Creds, user: &str) -> Device {
         let provision = self
             .create_ok(creds, "provision", serde_json::json!({ "user_id": user }))
             .await;
         let link = provision["enrolment"]["link"].as_str().unwrap();
-        DeviceClient::enrol(link, None, Some("test phone"))
-            .await
-            .expect("enrols")
+        Device::enrol(link, None, Some("test phone")).await.expect("enrols")
     }
 }
 
@@ -554,7 +552,7 @@ pub async fn post_command(base: &str, token: &str, command_type: &str, body: ser
 /// A missed wake-up would cost the whole 30 s; the loose bound only tells the two apart (the
 /// latency itself is the benchmark's to measure).
 pub async fn assert_woken_by_a_new_command<F, Fut>(
-    device: &mut hermod::device_sim::DeviceClient,
+    device: &mut hermod_device::Device,
     server: &hermod::app::AppState,
     mut create: F,
 ) where
@@ -565,7 +563,7 @@ pub async fn assert_woken_by_a_new_command<F, Fut>(
     for _ in 0..7 {
         let before = server.wakeups.waiting();
         let poller = {
-            let mut d = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+            let mut d = hermod_device::Device::from_state(device.state.clone()).unwrap();
             tokio::spawn(async move {
                 let page = d.poll(30).await.unwrap();
                 (Instant::now(), page, d.state.cursor)

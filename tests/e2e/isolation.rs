@@ -5,14 +5,14 @@
 //! list), never the victim's data, and the victim's data is unchanged afterwards.
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use hermod_shared::wire::Decision;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 struct Victim {
     creds: Creds,
-    device: DeviceClient,
+    device: Device,
     /// Ids that must never show up in an intruder's answers.
     secrets: Vec<String>,
     open_command: String,

@@ -7,7 +7,7 @@
 //! tens of seconds.
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ async fn every_command_reaches_its_devices_once_and_in_order_across_two_replicas
         for replica in [&a, &b] {
             let provision = a.create_ok(&idm, "provision", json!({ "user_id": user })).await;
             let token = provision["enrolment"]["token"].as_str().unwrap();
-            let device = DeviceClient::enrol(token, Some(&replica.ms_url()), None).await.unwrap();
+            let device = Device::enrol(token, Some(&replica.ms_url()), None).await.unwrap();
             devices.push((user, device));
         }
     }
@@ -79,7 +79,7 @@ async fn every_command_reaches_its_devices_once_and_in_order_across_two_replicas
     let mut pollers = Vec::new();
     for (index, (_, device)) in devices.into_iter().enumerate() {
         let finished = Arc::clone(&finished);
-        let mut device = DeviceClient::from_state(device.state.clone()).unwrap();
+        let mut device = Device::from_state(device.state.clone()).unwrap();
         pollers.push(tokio::spawn(async move {
             let mut seen: Vec<String> = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(240);

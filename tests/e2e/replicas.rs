@@ -2,7 +2,7 @@
 //! pass of the suite).
 
 use crate::harness::*;
-use hermod::device_sim::DeviceClient;
+use hermod_device::Device;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ async fn a_command_created_on_one_replica_wakes_a_device_long_polling_another() 
     let provision = a.create_ok(&idm, "provision", json!({ "user_id": "rhea" })).await;
     let token = provision["enrolment"]["token"].as_str().unwrap();
     // The device enrols and polls on replica B; commands come in on replica A.
-    let mut device = DeviceClient::enrol(token, Some(&b.ms_url()), None).await.unwrap();
+    let mut device = Device::enrol(token, Some(&b.ms_url()), None).await.unwrap();
     let (a, idm) = (&a, &idm);
     assert_woken_by_a_new_command(&mut device, &b.state, move || async move {
         a.create_ok(idm, "authenticate", json!({ "user_id": "rhea" })).await["id"]
@@ -59,7 +59,7 @@ async fn a_burst_of_1000_callbacks_through_two_replicas_survives_killing_one_of_
     let provision: serde_json::Value =
         post_command(&first.base, &token, "provision", json!({ "user_id": "burst" })).await;
     let enrolment = provision["enrolment"]["token"].as_str().unwrap();
-    DeviceClient::enrol(enrolment, Some(&format!("{}/ms", second.base)), None)
+    Device::enrol(enrolment, Some(&format!("{}/ms", second.base)), None)
         .await
         .unwrap();
 

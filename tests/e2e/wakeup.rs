@@ -58,7 +58,7 @@ async fn a_new_command_wakes_a_device_whose_cursor_has_a_page_of_finished_comman
     // From the start of the mailbox again: 110 finished commands lie before anything new.
     device.state.cursor = 0;
     let before = app.state.wakeups.waiting();
-    let mut poller = hermod::device_sim::DeviceClient::from_state(device.state.clone()).unwrap();
+    let mut poller = hermod_device::Device::from_state(device.state.clone()).unwrap();
     let poll = tokio::spawn(async move {
         let started = Instant::now();
         let page = poller.poll(30).await.unwrap();

@@ -11,10 +11,9 @@ use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use hermod_shared::signing::{self, DeviceSecret};
+use hermod_device::Device;
 use hermod_shared::webhook::{self, WebhookSecret};
-use hermod_shared::wire::{EnrolRequest, EnrolResponse, MailboxEventKind, MailboxPage};
-use hermod_shared::DeviceId;
+use hermod_shared::wire::{Decision, MailboxEventKind};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -35,111 +34,20 @@ pub fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-/// A device the bench signs for: its id, its secret and its mailbox URL.
-#[derive(Clone)]
-pub struct SimDevice {
-    pub id: DeviceId,
-    secret: DeviceSecret,
-    ms_url: String,
-}
-
-impl SimDevice {
-    pub fn new(id: DeviceId, secret: DeviceSecret, ms_url: &str) -> Self {
-        Self {
-            id,
-            secret,
-            ms_url: ms_url.trim_end_matches('/').to_owned(),
-        }
+/// Provisions user `user` through the client API and enrols a device with the link it returns.
+async fn enrol(http: &reqwest::Client, base: &str, api_key: &str, user: &str) -> anyhow::Result<Device> {
+    let created = http
+        .post(format!("{base}/command/provision"))
+        .header("x-api-key", api_key)
+        .json(&json!({ "user_id": user }))
+        .send()
+        .await?;
+    if created.status() != StatusCode::CREATED {
+        bail!("provision refused: {}", created.status());
     }
-
-    /// Provisions user `user` through the client API and enrols with the link it returns.
-    pub async fn enrol(http: &reqwest::Client, base: &str, api_key: &str, user: &str) -> anyhow::Result<Self> {
-        let created = http
-            .post(format!("{base}/command/provision"))
-            .header("x-api-key", api_key)
-            .json(&json!({ "user_id": user }))
-            .send()
-            .await?;
-        if created.status() != StatusCode::CREATED {
-            bail!("provision refused: {}", created.status());
-        }
-        let created: Value = created.json().await?;
-        let link = created["enrolment"]["link"].as_str().context("no enrolment link")?;
-        let (ms_url, token) = hermod_shared::enrolment::parse_deep_link(link).context("a bad enrolment link")?;
-        let enrolled = http
-            .post(format!("{ms_url}/enrol"))
-            .json(&EnrolRequest {
-                token,
-                name: Some(format!("bench {user}")),
-                data: None,
-            })
-            .send()
-            .await?;
-        if !enrolled.status().is_success() {
-            bail!("enrolment refused: {}", enrolled.status());
-        }
-        let enrolled: EnrolResponse = enrolled.json().await?;
-        let secret = DeviceSecret::from_base64(&enrolled.device_secret).context("a bad device secret")?;
-        Ok(Self::new(enrolled.device_id, secret, &ms_url))
-    }
-
-    /// A signed request, as `hermod device` sends it (the bench's clock is the server's).
-    async fn signed(
-        &self,
-        http: &reqwest::Client,
-        method: reqwest::Method,
-        suffix: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Result<reqwest::Response> {
-        let url = format!("{}{suffix}", self.ms_url);
-        let path_start = url.find("://").map_or(0, |i| i + 3);
-        let path = url[path_start..].find('/').map_or("/", |i| &url[path_start + i..]);
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let h = signing::sign(
-            &self.secret,
-            &self.id,
-            method.as_str(),
-            path,
-            now_ms() / 1000,
-            &nonce,
-            &body,
-        );
-        let mut request = http
-            .request(method, &url)
-            .header(signing::HEADER_DEVICE, h.device.as_str())
-            .header(signing::HEADER_TIMESTAMP, h.timestamp.to_string())
-            .header(signing::HEADER_NONCE, &h.nonce)
-            .header(signing::HEADER_SIGNATURE, &h.signature);
-        if !body.is_empty() {
-            request = request.header("content-type", "application/json").body(body);
-        }
-        request.send().await
-    }
-
-    pub async fn poll(&self, http: &reqwest::Client, cursor: i64, wait: u32) -> anyhow::Result<MailboxPage> {
-        let response = self
-            .signed(
-                http,
-                reqwest::Method::GET,
-                &format!("/mailbox?cursor={cursor}&wait={wait}"),
-                Vec::new(),
-            )
-            .await?;
-        if !response.status().is_success() {
-            bail!("mailbox refused: {}", response.status());
-        }
-        Ok(response.json().await?)
-    }
-
-    async fn approve(&self, http: &reqwest::Client, id: &str) -> anyhow::Result<StatusCode> {
-        let body = br#"{"result":"approved","data":{"simulated":true}}"#.to_vec();
-        let response = self
-            .signed(http, reqwest::Method::POST, &format!("/commands/{id}/response"), body)
-            .await?;
-        let status = response.status();
-        let _ = response.bytes().await;
-        Ok(status)
-    }
+    let created: Value = created.json().await?;
+    let link = created["enrolment"]["link"].as_str().context("no enrolment link")?;
+    Device::enrol_with(http.clone(), link, None, Some(&format!("bench {user}"))).await
 }
 
 /// What happened to each command of a run, by sequence number; times are microseconds since
@@ -261,13 +169,13 @@ pub async fn start_receiver(track: Arc<Track>) -> anyhow::Result<Receiver> {
 }
 
 /// Enrols `count` devices through real provisioning commands, `parallel` at a time.
-pub async fn enrol_devices(base: &str, api_key: &str, count: usize, parallel: usize) -> anyhow::Result<Vec<SimDevice>> {
+pub async fn enrol_devices(base: &str, api_key: &str, count: usize, parallel: usize) -> anyhow::Result<Vec<Device>> {
     use futures::StreamExt;
     let http = http_client();
-    let devices: Vec<anyhow::Result<SimDevice>> = futures::stream::iter(0..count)
+    let devices: Vec<anyhow::Result<Device>> = futures::stream::iter(0..count)
         .map(|i| {
             let http = http.clone();
-            async move { SimDevice::enrol(&http, base, api_key, &format!("bench-user-{i}")).await }
+            async move { enrol(&http, base, api_key, &format!("bench-user-{i}")).await }
         })
         .buffer_unordered(parallel.max(1))
         .collect()
@@ -277,10 +185,9 @@ pub async fn enrol_devices(base: &str, api_key: &str, count: usize, parallel: us
 
 /// A device that long-polls and answers every command at once (each answer in a task of its
 /// own, so the next poll goes out without waiting).
-async fn device_loop(http: reqwest::Client, device: SimDevice, track: Arc<Track>, wait: u32) {
-    let mut cursor = 0;
+async fn device_loop(mut device: Device, track: Arc<Track>, wait: u32) {
     loop {
-        let page = match device.poll(&http, cursor, wait).await {
+        let page = match device.poll(wait).await {
             Ok(page) => page,
             Err(e) => {
                 if track.poll_errors.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -291,7 +198,6 @@ async fn device_loop(http: reqwest::Client, device: SimDevice, track: Arc<Track>
             }
         };
         let at = track.now();
-        cursor = page.cursor;
         for item in page.items {
             if item.kind != MailboxEventKind::Command {
                 continue;
@@ -300,10 +206,14 @@ async fn device_loop(http: reqwest::Client, device: SimDevice, track: Arc<Track>
                 continue;
             };
             Track::mark(track.received.get(seq), at);
-            let (http, device, track) = (http.clone(), device.clone(), Arc::clone(&track));
+            let (device, track) = (device.clone(), Arc::clone(&track));
             tokio::spawn(async move {
                 Track::mark(track.responded.get(seq), track.now());
-                match device.approve(&http, item.command.id.as_str()).await {
+                let answered = device
+                    .respond(&item.command.id, Decision::Approved, Some(json!({ "simulated": true })))
+                    .await
+                    .map(|r| r.status());
+                match answered {
                     Ok(s) if s.is_success() => {}
                     other => {
                         if track.respond_errors.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -370,16 +280,15 @@ pub struct LoadOutcome {
 pub async fn run_load(
     base: &str,
     api_key: &str,
-    devices: &[SimDevice],
+    devices: &[Device],
     track: &Arc<Track>,
     concurrency: usize,
     drain: Duration,
 ) -> LoadOutcome {
     let total = track.created.len();
-    let device_http = http_client();
     let pollers: Vec<JoinHandle<()>> = devices
         .iter()
-        .map(|d| tokio::spawn(device_loop(device_http.clone(), d.clone(), Arc::clone(track), 30)))
+        .map(|d| tokio::spawn(device_loop(d.clone(), Arc::clone(track), 30)))
         .collect();
     // Let every device's first poll reach the server before the clock starts.
     tokio::time::sleep(Duration::from_millis(500 + devices.len() as u64)).await;
@@ -410,7 +319,7 @@ pub async fn run_load(
                     let sent = http
                         .post(&url)
                         .header("x-api-key", &key)
-                        .json(&json!({ "device_id": device.id, "payload": { "seq": seq, "text": "Log in to the portal?" } }))
+                        .json(&json!({ "device_id": device.state.device_id, "payload": { "seq": seq, "text": "Log in to the portal?" } }))
                         .send()
                         .await;
                     match sent {
@@ -516,22 +425,18 @@ impl Drop for IdlePolls {
 }
 
 /// Starts one long-poll per device, `per_second` new ones a second.
-pub async fn hold_idle(devices: Vec<SimDevice>, wait: u32, per_second: usize) -> IdlePolls {
-    let http = http_client();
+pub async fn hold_idle(devices: Vec<Device>, wait: u32, per_second: usize) -> IdlePolls {
     let returned = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(devices.len());
     let batch = (per_second / 20).max(1);
     for chunk in devices.chunks(batch) {
         for device in chunk {
-            let (http, device, returned, errors) =
-                (http.clone(), device.clone(), Arc::clone(&returned), Arc::clone(&errors));
+            let (mut device, returned, errors) = (device.clone(), Arc::clone(&returned), Arc::clone(&errors));
             tasks.push(tokio::spawn(async move {
-                let mut cursor = 0;
                 loop {
-                    match device.poll(&http, cursor, wait).await {
-                        Ok(page) => {
-                            cursor = page.cursor;
+                    match device.poll(wait).await {
+                        Ok(_) => {
                             returned.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) => {

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{AllowedClient, Secret, Settings};
 use crate::db::Db;
-use driver::{LoadOutcome, Percentiles, SimDevice, Track};
+use driver::{LoadOutcome, Percentiles, Track};
+use hermod_device::Device;
 use proc::{Machine, ServerProcess, Usage};
 use seed::BenchDb;
 
@@ -423,14 +424,17 @@ async fn idle_run(ctx: &mut Ctx, db: Option<DbKind>) -> anyhow::Result<IdleResul
     };
     let result = async {
         let ms = format!("{}/ms", server.base);
-        let devices: Vec<SimDevice> = ids
+        let http = driver::http_client();
+        let devices: Vec<Device> = ids
             .into_iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(n, id)| {
                 let secret = match db {
                     Some(_) => DeviceSecret::derive(&ctx.server_key, &id),
                     None => DeviceSecret::from_bytes(rand::random()),
                 };
-                SimDevice::new(id, secret, &ms)
+                let user = hermod_shared::UserId::parse(&format!("idle-{n}")).expect("a valid user id");
+                Device::from_parts(http.clone(), &ms, id, user, &secret)
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,5 +1,12 @@
-//! A simulated authenticator: enrols from a provisioning link, signs its requests, long-polls its
-//! mailbox and answers. `hermod device` drives it from a terminal; tests use it as a real peer.
+//! Hermod's device SDK: what an authenticator app does with Hermod. It enrols with the
+//! single-use token of a provisioning command (a `hermod://enrol?...` link or QR code), signs
+//! every request with its device secret (timestamp, nonce, body hash), long-polls its mailbox
+//! after a cursor, and answers commands. It keeps the server's clock offset from every answer,
+//! so a device with a skewed clock still signs inside the server's window.
+//!
+//! One implementation serves the `hermod device` command, the benchmark's simulated devices and
+//! the tests.
+#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context};
 use hermod_shared::enrolment;
@@ -9,16 +16,18 @@ use hermod_shared::{CommandId, DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::db::now_ms;
-
-/// What a device keeps between runs.
+/// What a device keeps between runs. It holds the device secret: store it as a secret.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DeviceState {
+    /// The mailbox URL (`…/ms`).
     pub ms_url: String,
     pub device_id: DeviceId,
     pub user_id: UserId,
+    /// Base64 of the 32-byte secret the device signs with.
     pub device_secret: String,
+    /// Where the next mailbox read starts.
     pub cursor: i64,
 }
 
@@ -27,34 +36,72 @@ impl std::fmt::Debug for DeviceState {
         f.debug_struct("DeviceState")
             .field("ms_url", &self.ms_url)
             .field("device_id", &self.device_id)
+            .field("cursor", &self.cursor)
             .finish_non_exhaustive()
     }
 }
 
-pub struct DeviceClient {
+/// An enrolled device talking to Hermod.
+pub struct Device {
     http: reqwest::Client,
     pub state: DeviceState,
     secret: DeviceSecret,
     /// Server clock minus ours (ms), learnt from every answer.
-    clock_offset_ms: i64,
+    clock_offset_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for Device {
+    fn clone(&self) -> Self {
+        Self {
+            http: self.http.clone(),
+            state: self.state.clone(),
+            secret: self.secret.clone(),
+            clock_offset_ms: AtomicI64::new(self.clock_offset_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// This machine's clock, unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn nonce() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-impl DeviceClient {
+impl Device {
     /// Enrols with a `hermod://enrol?...` link (or a bare token, given the mailbox URL).
     pub async fn enrol(link_or_token: &str, ms_url: Option<&str>, name: Option<&str>) -> anyhow::Result<Self> {
+        Self::enrol_with(reqwest::Client::new(), link_or_token, ms_url, name).await
+    }
+
+    /// [`Device::enrol`] over a given HTTP client (many devices can share one pool).
+    pub async fn enrol_with(
+        http: reqwest::Client,
+        link_or_token: &str,
+        ms_url: Option<&str>,
+        name: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let (ms_url, token) = match enrolment::parse_deep_link(link_or_token) {
             Some((ms, token)) => (ms_url.map(str::to_owned).unwrap_or(ms), token),
             None => (
-                ms_url.context("give --ms with a bare token")?.to_owned(),
+                ms_url.context("give the mailbox URL with a bare token")?.to_owned(),
                 link_or_token.to_owned(),
             ),
         };
         let ms_url = ms_url.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::new();
         let response = http
             .post(format!("{ms_url}/enrol"))
             .json(&EnrolRequest {
@@ -79,20 +126,50 @@ impl DeviceClient {
             device_secret: enrolled.device_secret,
             cursor: 0,
         };
-        let mut client = Self::from_state(state)?;
-        client.clock_offset_ms = enrolled.server_time - now_ms();
+        let client = Self::with_client(http, state)?;
+        client.learn_server_time(enrolled.server_time);
         Ok(client)
     }
 
+    /// A device from its saved state, with an HTTP client of its own.
     pub fn from_state(state: DeviceState) -> anyhow::Result<Self> {
+        Self::with_client(reqwest::Client::new(), state)
+    }
+
+    /// A device from its saved state over a given HTTP client.
+    pub fn with_client(http: reqwest::Client, state: DeviceState) -> anyhow::Result<Self> {
         let secret =
             DeviceSecret::from_base64(&state.device_secret).context("device secret is not 32 bytes of base64")?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http,
             state,
             secret,
-            clock_offset_ms: 0,
+            clock_offset_ms: AtomicI64::new(0),
         })
+    }
+
+    /// A device whose secret the caller holds already (a benchmark's seeded devices), its
+    /// cursor at the start of its mailbox.
+    pub fn from_parts(
+        http: reqwest::Client,
+        ms_url: &str,
+        device_id: DeviceId,
+        user_id: UserId,
+        secret: &DeviceSecret,
+    ) -> Self {
+        let state = DeviceState {
+            ms_url: ms_url.trim_end_matches('/').to_owned(),
+            device_id,
+            user_id,
+            device_secret: secret.to_base64(),
+            cursor: 0,
+        };
+        Self {
+            http,
+            state,
+            secret: secret.clone(),
+            clock_offset_ms: AtomicI64::new(0),
+        }
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -111,6 +188,10 @@ impl DeviceClient {
         Ok(())
     }
 
+    fn learn_server_time(&self, server_time_ms: i64) {
+        self.clock_offset_ms.store(server_time_ms - now_ms(), Ordering::Relaxed);
+    }
+
     /// Sends a signed request to `{ms_url}{suffix}` (suffix like `/mailbox?cursor=0`).
     pub async fn signed(
         &self,
@@ -123,7 +204,7 @@ impl DeviceClient {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        let timestamp = (now_ms() + self.clock_offset_ms) / 1000;
+        let timestamp = (now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)) / 1000;
         let h = signing::sign(
             &self.secret,
             &self.state.device_id,
@@ -158,7 +239,7 @@ impl DeviceClient {
             );
         }
         let page: MailboxPage = response.json().await?;
-        self.clock_offset_ms = page.server_time - now_ms();
+        self.learn_server_time(page.server_time);
         self.state.cursor = page.cursor;
         Ok(page)
     }
@@ -175,6 +256,7 @@ impl DeviceClient {
             .await
     }
 
+    /// Tells the server the device is alive; returns its answer.
     pub async fn lifesign(&self) -> anyhow::Result<Value> {
         let response = self.signed(reqwest::Method::POST, "/lifesign", Vec::new()).await?;
         if !response.status().is_success() {
