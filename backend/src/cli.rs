@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::Settings;
-use crate::gen_client::{self, NewClient};
+use crate::tools::gen_client::{self, NewClient};
 use crate::Application;
 use hermod_device::Device;
 
@@ -46,9 +46,9 @@ enum Command {
         secret: Option<String>,
     },
     /// Benchmark Hermod against a minimal in-memory server on this machine (see docs/PERFORMANCE.md).
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     #[command(hide = true)]
-    BenchFloor(crate::bench::floor::FloorArgs),
+    BenchFloor(crate::tools::bench::floor::FloorArgs),
 }
 
 #[derive(Args)]
@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(c) => {
             let settings = Settings::load(c.config.as_deref())?;
-            let db = crate::db::Db::connect(&settings.database.url).await?;
+            let db = crate::store::Db::connect(&settings.database.url).await?;
             db.migrate().await?;
             eprintln!("database is up to date");
             Ok(())
@@ -141,9 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(d) => device(d).await,
-        Command::Receiver { listen, secret } => crate::receiver::run(listen, secret.as_deref()).await,
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::BenchFloor(args) => crate::bench::floor::run(args).await,
+        Command::Receiver { listen, secret } => crate::tools::receiver::run(listen, secret.as_deref()).await,
+        Command::Bench(args) => crate::tools::bench::run(args).await,
+        Command::BenchFloor(args) => crate::tools::bench::floor::run(args).await,
     }
 }
 

@@ -167,7 +167,7 @@ async fn a_receiver_answering_410_is_not_called_again_until_recovered() {
     assert_eq!(dead.as_array().unwrap().len(), 2);
     assert!(dead[0]["last_error"].as_str().unwrap().contains("410"));
     app.receiver.behave_normally();
-    let since = hermod_shared::wire::rfc3339(hermod::db::now_ms() - 60_000);
+    let since = hermod_shared::wire::rfc3339(hermod::store::now_ms() - 60_000);
     let r = app
         .http
         .post(format!("{}/command/callbacks/recover", app.base))

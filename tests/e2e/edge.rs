@@ -225,7 +225,7 @@ async fn bad_requests_are_turned_away_at_the_edge_and_never_reach_the_backend() 
         .unwrap();
     let secret = DeviceSecret::from_base64(&device.state.device_secret).unwrap();
     let signed = |ts_offset: i64, tamper: bool| {
-        let ts = hermod::db::now_ms() / 1000 + ts_offset;
+        let ts = hermod::store::now_ms() / 1000 + ts_offset;
         let h = signing::sign(
             &secret,
             &device.state.device_id,

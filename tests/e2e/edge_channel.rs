@@ -8,7 +8,7 @@ use serde_json::json;
 pub const EDGE_SECRET: &str = "edge-secret-shared-by-edge-and-backend-0001";
 
 fn now_s() -> i64 {
-    hermod::db::now_ms() / 1000
+    hermod::store::now_ms() / 1000
 }
 
 fn nonce() -> String {

@@ -213,7 +213,7 @@ pub struct TestApp {
     pub base: String,
     pub receiver: Receiver,
     pub http: reqwest::Client,
-    pub state: hermod::app::AppState,
+    pub state: hermod::engine::AppState,
     /// Kept for its lifetime: a PostgreSQL database is dropped with it.
     _db: TestDb,
     _dir: tempfile::TempDir,
@@ -553,7 +553,7 @@ pub async fn post_command(base: &str, token: &str, command_type: &str, body: ser
 /// latency itself is the benchmark's to measure).
 pub async fn assert_woken_by_a_new_command<F, Fut>(
     device: &mut hermod_device::Device,
-    server: &hermod::app::AppState,
+    server: &hermod::engine::AppState,
     mut create: F,
 ) where
     F: FnMut() -> Fut,

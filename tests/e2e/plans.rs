@@ -36,33 +36,37 @@ fn hot_queries() -> Vec<(&'static str, String, Vec<Bind>)> {
     vec![
         (
             "mailbox page",
-            hermod::mailbox::PAGE_SQL.clone(),
+            hermod::engine::mailbox::PAGE_SQL.clone(),
             vec![Text("g"), Text("u"), Int(0), Text("d"), Int(100)],
         ),
         (
             "callback candidates",
-            hermod::callbacks::CANDIDATES_SQL.into(),
+            hermod::engine::callbacks::CANDIDATES_SQL.into(),
             vec![Int(0), Int(80)],
         ),
-        ("next callback due", hermod::callbacks::NEXT_DUE_SQL.into(), vec![]),
+        (
+            "next callback due",
+            hermod::engine::callbacks::NEXT_DUE_SQL.into(),
+            vec![],
+        ),
         (
             "commands due to expire",
-            hermod::commands::DUE_SQL.clone(),
+            hermod::engine::commands::DUE_SQL.clone(),
             vec![Int(0)],
         ),
         (
             "commands past lifespan",
-            hermod::commands::FORGET_SQL.into(),
+            hermod::engine::commands::FORGET_SQL.into(),
             vec![Int(0)],
         ),
         (
             "nonces past the window",
-            hermod::commands::FORGET_NONCES_SQL.into(),
+            hermod::engine::commands::FORGET_NONCES_SQL.into(),
             vec![Int(0)],
         ),
         (
             "audit page",
-            hermod::audit::PAGE_SQL.into(),
+            hermod::store::audit::PAGE_SQL.into(),
             vec![Text("t"), Int(0), Int(100)],
         ),
     ]

@@ -13,12 +13,12 @@ use hermod_shared::admin::{
 use hermod_shared::{ErrorCode, Problem};
 use serde::Deserialize;
 
-use crate::admin::Admin;
-use crate::app::AppState;
-use crate::audit;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::AppState;
+use crate::http::admin_auth::Admin;
 use crate::http::extract::{self, Body};
-use crate::tenants;
+use crate::store::audit;
+use crate::store::tenants;
 
 type Created<T> = (StatusCode, Json<T>);
 

@@ -7,13 +7,13 @@ use hermod_shared::wire::{CallbackDelivery, DeliveryStatus, RecoverRequest, Reco
 use hermod_shared::{CommandId, ErrorCode, Problem};
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::callbacks;
-use crate::clients::AuthClient;
-use crate::commands;
-use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::callbacks;
+use crate::engine::clients::AuthClient;
+use crate::engine::commands;
+use crate::engine::AppState;
 use crate::http::extract::{self, Body};
+use crate::store::now_ms;
 
 /// Most deliveries in one listing.
 const LIST_MAX: i64 = 100;

@@ -10,15 +10,15 @@ use hermod_shared::wire::{CommandView, CreateCommand, DeviceView};
 use hermod_shared::{sha256_hex, CommandId, CommandStatus, CommandType, ErrorCode, Problem};
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::clients::AuthClient;
-use crate::commands;
-use crate::db::now_ms;
-use crate::devices;
-use crate::edge_channel::EdgeCaller;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::clients::AuthClient;
+use crate::engine::commands;
+use crate::engine::devices;
+use crate::engine::AppState;
+use crate::http::edge_channel::EdgeCaller;
 use crate::http::extract::{self, Body};
-use crate::tenants;
+use crate::store::now_ms;
+use crate::store::tenants;
 
 /// Longest accepted `Idempotency-Key`.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -73,7 +73,7 @@ pub async fn create(
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
     let mut response = (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
     if let Some(quota) = quota {
-        crate::error::insert_headers(response.headers_mut(), &quota.headers(1));
+        crate::http::error::insert_headers(response.headers_mut(), &quota.headers(1));
     }
     response.headers_mut().insert(
         header::LOCATION,

@@ -8,13 +8,13 @@ use hermod_shared::wire::{DeviceResponse, DeviceView, EnrolRequest, EnrolRespons
 use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
-use crate::commands;
-use crate::db::now_ms;
-use crate::devices;
-use crate::error::ApiResult;
+use crate::domain::error::ApiResult;
+use crate::engine::commands;
+use crate::engine::devices;
+use crate::engine::mailbox;
+use crate::engine::AppState;
 use crate::http::extract::{self, Body};
-use crate::mailbox;
+use crate::store::now_ms;
 
 /// Enrol a device with the token of a `provision` command (from its link or QR code).
 #[utoipa::path(

@@ -6,8 +6,8 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use hermod_shared::ErrorCode;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::AppState;
 
 /// The raw body, within the configured size limit.
 pub struct Body(pub Bytes);

@@ -6,10 +6,10 @@ use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
-use crate::error::ApiResult;
-use crate::gen_client::{self, NewClient};
+use crate::domain::error::ApiResult;
+use crate::engine::AppState;
 use crate::http::extract;
+use crate::tools::gen_client::{self, NewClient};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -8,7 +8,7 @@ use hermod_shared::webhook::{self, WebhookSecret};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::db::now_ms;
+use crate::store::now_ms;
 
 async fn receive(State(secret): State<Arc<Option<WebhookSecret>>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -5,7 +5,7 @@ use hermod_shared::credential::ClientCredential;
 use hermod_shared::webhook::WebhookSecret;
 use hermod_shared::ErrorCode;
 
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
 
 pub struct NewClient {
     pub client_id: String,

@@ -13,9 +13,9 @@ use hermod_shared::DeviceId;
 use sqlx::Row;
 use std::time::Instant;
 
-use crate::clients;
 use crate::config::AllowedClient;
-use crate::db::{now_ms, Db};
+use crate::engine::clients;
+use crate::store::{now_ms, Db};
 
 /// A database one run owns.
 pub struct BenchDb {
@@ -129,7 +129,7 @@ pub async fn history(db: &Db, client_pk: &str, group_id: &str, count: u64) -> an
         }
         tx.commit().await?;
     }
-    if db.dialect == crate::db::Dialect::Postgres {
+    if db.dialect == crate::store::Dialect::Postgres {
         sqlx::query("ANALYZE commands").execute(&db.write).await?;
     }
     Ok(started.elapsed().as_secs_f64())

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use hermod_shared::edge::{self, AssertionError, Caller};
 use hermod_shared::ErrorCode;
 
-use crate::app::AppState;
-use crate::db::now_ms;
-use crate::error::ApiError;
+use crate::domain::error::ApiError;
+use crate::engine::AppState;
+use crate::store::now_ms;
 
 /// The verified caller of a request that came through the edge.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub async fn require_assertion(State(state): State<AppState>, request: Request, 
     }
     // The assertion must name the caller the request itself claims to be; the backend then
     // authenticates that caller as usual (so a revoked key fails here at once).
-    let claimed = if let Some(client) = crate::clients::credential(&parts.headers) {
+    let claimed = if let Some(client) = crate::engine::clients::credential(&parts.headers) {
         Caller::Client(client.client_id)
     } else if let Some(device) = parts.headers.get(hermod_shared::signing::HEADER_DEVICE) {
         Caller::Device(device.to_str().unwrap_or_default().to_owned())

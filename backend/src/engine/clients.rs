@@ -10,11 +10,11 @@ use hermod_shared::credential::ClientCredential;
 use hermod_shared::{sha256_hex, ErrorCode};
 use sqlx::Row;
 
-use crate::app::AppState;
-use crate::audit::KeyKind;
 use crate::config::AllowedClient;
-use crate::db::{now_ms, random_id, Db};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::AppState;
+use crate::store::audit::KeyKind;
+use crate::store::{now_ms, random_id, Db};
 
 pub const DEFAULT_TENANT: &str = "default";
 

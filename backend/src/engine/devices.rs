@@ -6,10 +6,10 @@ use hermod_shared::signing::{self, DeviceSecret, SignatureError, SignedHeaders};
 use hermod_shared::wire::{rfc3339, DeviceView};
 use hermod_shared::{DeviceId, ErrorCode, UserId};
 
-use crate::app::AppState;
-use crate::clients::Client;
-use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::clients::Client;
+use crate::engine::AppState;
+use crate::store::now_ms;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceRow {
@@ -113,7 +113,7 @@ pub async fn get_for_client(state: &AppState, client: &Client, device_id: &str) 
 /// Revokes a device of the client's group: its signed requests fail from now on, it no longer
 /// counts against its tenant's device quota, and commands cannot be addressed to it.
 pub async fn revoke(state: &AppState, client: &Client, device_id: &str) -> ApiResult<()> {
-    let now = crate::db::now_ms();
+    let now = crate::store::now_ms();
     let mut tx = state.db.write.begin().await?;
     let done = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND group_id = $3 AND revoked_at IS NULL")
         .bind(now)
@@ -124,7 +124,7 @@ pub async fn revoke(state: &AppState, client: &Client, device_id: &str) -> ApiRe
     if done.rows_affected() == 0 {
         return Err(ErrorCode::DeviceNotFound.into());
     }
-    crate::audit::Record {
+    crate::store::audit::Record {
         tenant_id: &client.tenant_id,
         actor: &format!("client:{}", client.client_id),
         action: "device.revoke",

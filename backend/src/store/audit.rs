@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::db::{now_ms, Db};
+use crate::store::{now_ms, Db};
 
 /// How often the use of one key is recorded.
 pub const KEY_USE_INTERVAL_MS: i64 = 60_000;

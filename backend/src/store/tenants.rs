@@ -19,10 +19,10 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::audit::Record;
-use crate::clients::{group_id, Client};
-use crate::db::{now_ms, random_id, Db};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::clients::{group_id, Client};
+use crate::store::audit::Record;
+use crate::store::{now_ms, random_id, Db};
 
 /// The window of the commands-per-second quota.
 const RATE_WINDOW_MS: i64 = 1000;

@@ -8,9 +8,9 @@ use hermod_shared::{sha256_hex, ErrorCode};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
-use crate::audit::KeyKind;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::AppState;
+use crate::store::audit::KeyKind;
 
 /// Longest bearer token looked at.
 const TOKEN_MAX: usize = 256;

@@ -17,15 +17,15 @@ use serde_json::{json, Value};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
-use crate::app::AppState;
-use crate::callbacks;
-use crate::clients::Client;
-use crate::db::now_ms;
-use crate::devices::DeviceRow;
 use crate::domain::command::{self as rules, Recipient};
-use crate::error::{ApiError, ApiResult};
-use crate::mailbox;
-use crate::wake;
+use crate::domain::error::{ApiError, ApiResult};
+use crate::engine::callbacks;
+use crate::engine::clients::Client;
+use crate::engine::devices::DeviceRow;
+use crate::engine::mailbox;
+use crate::engine::wake;
+use crate::engine::AppState;
+use crate::store::now_ms;
 
 pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
     response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash";
@@ -452,7 +452,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
         .clone()
         .and_then(|u| UserId::parse(&u))
         .ok_or(ErrorCode::Internal)?;
-    crate::tenants::check_device_quota(&mut tx, &state.db, &row.group_id).await?;
+    crate::store::tenants::check_device_quota(&mut tx, &state.db, &row.group_id).await?;
     let device_id = DeviceId::from_random(rand::random());
     sqlx::query("INSERT INTO devices (id, group_id, user_id, name, enrolled_by, enrolled_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
         .bind(device_id.as_str())

@@ -2,6 +2,9 @@
 //! through sqlx's `Any` driver so that one set of queries (written with `$N` parameters) runs
 //! on both. Each dialect has its own migrations. Times are unix milliseconds.
 
+pub mod audit;
+pub mod tenants;
+
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -150,4 +153,11 @@ async fn sqlite_pool(url: &str, connections: u32) -> anyhow::Result<AnyPool> {
 pub fn random_id(prefix: &str) -> String {
     let bytes: [u8; 16] = rand::random();
     format!("{prefix}{}", hex::encode(bytes))
+}
+
+impl From<sqlx::Error> for crate::domain::error::ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        hermod_shared::ErrorCode::Internal.into()
+    }
 }

@@ -16,30 +16,16 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
 
-use crate::callbacks::{self, Outbox};
-use crate::clients;
-use crate::commands;
 use crate::config::Settings;
-use crate::db::{now_ms, Db};
-use crate::error::ApiError;
+use crate::domain::error::ApiError;
+use crate::engine::callbacks::{self, Outbox};
+use crate::engine::clients;
+use crate::engine::commands;
+use crate::engine::metrics::Metrics;
+use crate::engine::wake::Wakeups;
+use crate::engine::AppState;
 use crate::http::{admin_api, callbacks_api, client_api, device_api, openapi, pages};
-use crate::metrics::Metrics;
-use crate::wake::Wakeups;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub server_key: Arc<Vec<u8>>,
-    pub public_url: Arc<String>,
-    pub wakeups: Arc<Wakeups>,
-    /// Wakes the callback worker when an event is written.
-    pub outbox: Arc<Notify>,
-    pub metrics: Arc<Metrics>,
-    /// When each key's use was last written to the audit log.
-    pub key_use: Arc<crate::audit::KeyUse>,
-}
+use crate::store::{now_ms, Db};
 
 pub struct Application {
     listener: TcpListener,
@@ -51,7 +37,7 @@ pub struct Application {
 impl Application {
     /// Connects and migrates the database, synchronises the config's clients, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let tls = crate::tls::server_config(&settings.server.ssl)?;
+        let tls = crate::http::tls::server_config(&settings.server.ssl)?;
         let db = Db::connect(&settings.database.url).await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
@@ -86,8 +72,8 @@ impl Application {
             Arc::clone(&state.metrics),
         );
         match db.dialect {
-            crate::db::Dialect::Sqlite => outbox.release_stale_claims().await?,
-            crate::db::Dialect::Postgres => crate::replicas::connect(&db, &state.wakeups).await?,
+            crate::store::Dialect::Sqlite => outbox.release_stale_claims().await?,
+            crate::store::Dialect::Postgres => crate::engine::replicas::connect(&db, &state.wakeups).await?,
         }
         Ok(Self {
             listener,
@@ -224,7 +210,8 @@ fn admin() -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    let behind_edge = || axum::middleware::from_fn_with_state(state.clone(), crate::edge_channel::require_assertion);
+    let behind_edge =
+        || axum::middleware::from_fn_with_state(state.clone(), crate::http::edge_channel::require_assertion);
     let mut api = api();
     if state.settings.generate_client_page {
         api = api.route("/generate-client", get(pages::generate_client));
@@ -232,7 +219,10 @@ pub fn router(state: AppState) -> Router {
     let api = api.layer(behind_edge());
     let admin = admin().layer(behind_edge());
     let internal = Router::new()
-        .route("/edge/clients/{client_id}", get(crate::edge_channel::client_for_edge))
+        .route(
+            "/edge/clients/{client_id}",
+            get(crate::http::edge_channel::client_for_edge),
+        )
         .layer(behind_edge());
     Router::new()
         .merge(api.clone())

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::db::Db;
-use crate::wake::Wakeups;
+use crate::engine::wake::Wakeups;
+use crate::store::Db;
 
 const CHANNEL: &str = "hermod_wake";
 

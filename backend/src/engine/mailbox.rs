@@ -12,12 +12,12 @@ use hermod_shared::wire::{MailboxEventKind, MailboxItem, MailboxPage};
 use sqlx::AnyConnection;
 use std::time::Duration;
 
-use crate::app::AppState;
-use crate::commands::{self, CommandRow, COLUMNS};
-use crate::db::now_ms;
-use crate::devices::DeviceRow;
-use crate::error::ApiResult;
-use crate::wake;
+use crate::domain::error::ApiResult;
+use crate::engine::commands::{self, CommandRow, COLUMNS};
+use crate::engine::devices::DeviceRow;
+use crate::engine::wake;
+use crate::engine::AppState;
+use crate::store::now_ms;
 
 /// Most items in one page.
 pub const PAGE_SIZE: i64 = 100;

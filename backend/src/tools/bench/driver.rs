@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::db::now_ms;
+use crate::store::now_ms;
 
 /// One HTTP client per role, each with its own connection pool.
 pub fn http_client() -> reqwest::Client {

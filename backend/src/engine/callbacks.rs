@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::app::AppState;
-use crate::commands::CommandRow;
 use crate::config::CallbackSettings;
-use crate::db::{now_ms, random_id, Db};
-use crate::metrics::Metrics;
+use crate::engine::commands::CommandRow;
+use crate::engine::metrics::Metrics;
+use crate::engine::AppState;
+use crate::store::{now_ms, random_id, Db};
 
 /// Longest response body kept in the attempt log.
 const RESPONSE_BODY_LIMIT: usize = 4096;
@@ -290,12 +290,12 @@ impl Outbox {
         // The guard (`claimed_until <= now`) makes a claim exclusive on both databases; on
         // PostgreSQL, SKIP LOCKED also lets replicas claiming at once pass each other by.
         let sql = match self.db.dialect {
-            crate::db::Dialect::Sqlite => format!(
+            crate::store::Dialect::Sqlite => format!(
                 "UPDATE callback_events SET claimed_until = $1
                  WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})
                  RETURNING id, client_pk, payload, attempts"
             ),
-            crate::db::Dialect::Postgres => format!(
+            crate::store::Dialect::Postgres => format!(
                 "UPDATE callback_events SET claimed_until = $1
                  WHERE id IN (SELECT id FROM callback_events
                               WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})

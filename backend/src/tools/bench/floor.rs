@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::db::now_ms;
+use crate::store::now_ms;
 
 #[derive(clap::Args, Debug)]
 pub struct FloorArgs {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{AllowedClient, Secret, Settings};
-use crate::db::Db;
+use crate::store::Db;
 use driver::{LoadOutcome, Percentiles, Track};
 use hermod_device::Device;
 use proc::{Machine, ServerProcess, Usage};
@@ -489,7 +489,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "--devices and --commands must be positive"
     );
     let started = Instant::now();
-    let started_at = hermod_shared::wire::rfc3339(crate::db::now_ms());
+    let started_at = hermod_shared::wire::rfc3339(crate::store::now_ms());
     let root = std::env::temp_dir().join(format!("hermod-bench-{}", hex::encode(rand::random::<[u8; 4]>())));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let mut ctx = Ctx {

@@ -1,0 +1,47 @@
+//! Background work and the orchestration of each transition: the callback outbox and its
+//! worker, the sweeper, wake-ups (in process and, on PostgreSQL, across replicas), long-polls,
+//! metrics. Each transition calls the store, then wakes whoever waits on what it changed.
+//!
+//! (Step one of the layering: these modules still hold part of their SQL; it moves into
+//! `store/` behind one trait per dialect next.)
+
+pub mod callbacks;
+pub mod clients;
+pub mod commands;
+pub mod devices;
+pub mod mailbox;
+pub mod metrics;
+pub mod replicas;
+pub mod wake;
+
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::domain::error::ApiError;
+use crate::engine::metrics::Metrics;
+use crate::engine::wake::Wakeups;
+use crate::store::Db;
+use hermod_shared::ErrorCode;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub server_key: Arc<Vec<u8>>,
+    pub public_url: Arc<String>,
+    pub wakeups: Arc<Wakeups>,
+    /// Wakes the callback worker when an event is written.
+    pub outbox: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    /// When each key's use was last written to the audit log.
+    pub key_use: Arc<crate::store::audit::KeyUse>,
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = %e, "internal error");
+        ErrorCode::Internal.into()
+    }
+}
