@@ -20,11 +20,11 @@ use std::time::Duration;
 use crate::domain::command::{self as rules, Recipient};
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::callbacks;
-use crate::engine::clients::Client;
 use crate::engine::devices::DeviceRow;
 use crate::engine::mailbox;
 use crate::engine::wake;
 use crate::engine::AppState;
+use crate::store::clients::Client;
 use crate::store::now_ms;
 
 pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \

@@ -7,8 +7,8 @@ use hermod_shared::wire::{rfc3339, DeviceView};
 use hermod_shared::{DeviceId, ErrorCode, UserId};
 
 use crate::domain::error::{ApiError, ApiResult};
-use crate::engine::clients::Client;
 use crate::engine::AppState;
+use crate::store::clients::Client;
 use crate::store::now_ms;
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -6,7 +6,6 @@
 //! `store/` behind one trait per dialect next.)
 
 pub mod callbacks;
-pub mod clients;
 pub mod commands;
 pub mod devices;
 pub mod mailbox;

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::callbacks;
-use crate::engine::clients::AuthClient;
 use crate::engine::commands;
 use crate::engine::AppState;
+use crate::http::extract::AuthClient;
 use crate::http::extract::{self, Body};
 use crate::store::now_ms;
 

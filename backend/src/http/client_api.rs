@@ -11,11 +11,11 @@ use hermod_shared::{sha256_hex, CommandId, CommandStatus, CommandType, ErrorCode
 use serde::Deserialize;
 
 use crate::domain::error::{ApiError, ApiResult};
-use crate::engine::clients::AuthClient;
 use crate::engine::commands;
 use crate::engine::devices;
 use crate::engine::AppState;
 use crate::http::edge_channel::EdgeCaller;
+use crate::http::extract::AuthClient;
 use crate::http::extract::{self, Body};
 use crate::store::now_ms;
 use crate::store::tenants;

@@ -64,7 +64,7 @@ pub async fn require_assertion(State(state): State<AppState>, request: Request, 
     }
     // The assertion must name the caller the request itself claims to be; the backend then
     // authenticates that caller as usual (so a revoked key fails here at once).
-    let claimed = if let Some(client) = crate::engine::clients::credential(&parts.headers) {
+    let claimed = if let Some(client) = crate::http::extract::credential(&parts.headers) {
         Caller::Client(client.client_id)
     } else if let Some(device) = parts.headers.get(hermod_shared::signing::HEADER_DEVICE) {
         Caller::Device(device.to_str().unwrap_or_default().to_owned())

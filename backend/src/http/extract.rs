@@ -1,13 +1,18 @@
 //! Request extraction that answers every malformed input with the same problem+json.
 
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::{FromRequest, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use hermod_shared::credential::ClientCredential;
 use hermod_shared::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::AppState;
+use crate::store::audit::KeyKind;
+use crate::store::clients::{self, Client};
 
 /// The raw body, within the configured size limit.
 pub struct Body(pub Bytes);
@@ -59,5 +64,34 @@ pub fn wait(seconds: Option<u32>, state: &AppState) -> ApiResult<std::time::Dura
             format!("wait is at most {max} seconds"),
         )),
         s => Ok(std::time::Duration::from_secs(u64::from(s.unwrap_or(0)))),
+    }
+}
+
+/// The credential a request carries, if any (not yet checked).
+pub fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
+    if let Some(v) = headers.get("x-api-key") {
+        return ClientCredential::from_api_key(v.to_str().ok()?);
+    }
+    ClientCredential::from_authorization(headers.get("authorization")?.to_str().ok()?)
+}
+
+/// Extractor: the request's client, or a 401 problem.
+pub struct AuthClient(pub Client);
+
+impl FromRequestParts<AppState> for AuthClient {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let cred = credential(&parts.headers).ok_or(ErrorCode::InvalidCredentials)?;
+        let client = clients::authenticate(&state.db, &cred).await?;
+        state
+            .key_use
+            .note(&state.db, KeyKind::Client, &client.tenant_id, &client.key_id, || {
+                (
+                    format!("client:{}", client.client_id),
+                    format!("{} {}", parts.method, parts.uri.path()),
+                )
+            });
+        Ok(AuthClient(client))
     }
 }

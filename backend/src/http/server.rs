@@ -19,12 +19,12 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::domain::error::ApiError;
 use crate::engine::callbacks::{self, Outbox};
-use crate::engine::clients;
 use crate::engine::commands;
 use crate::engine::metrics::Metrics;
 use crate::engine::wake::Wakeups;
 use crate::engine::AppState;
 use crate::http::{admin_api, callbacks_api, client_api, device_api, openapi, pages};
+use crate::store::clients;
 use crate::store::{now_ms, Db};
 
 pub struct Application {

@@ -3,6 +3,7 @@
 //! on both. Each dialect has its own migrations. Times are unix milliseconds.
 
 pub mod audit;
+pub mod clients;
 pub mod tenants;
 
 use anyhow::Context;

@@ -20,8 +20,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::error::{ApiError, ApiResult};
-use crate::engine::clients::{group_id, Client};
 use crate::store::audit::Record;
+use crate::store::clients::{group_id, Client};
 use crate::store::{now_ms, random_id, Db};
 
 /// The window of the commands-per-second quota.

@@ -14,7 +14,7 @@ use sqlx::Row;
 use std::time::Instant;
 
 use crate::config::AllowedClient;
-use crate::engine::clients;
+use crate::store::clients;
 use crate::store::{now_ms, Db};
 
 /// A database one run owns.

@@ -3,17 +3,12 @@
 //! admin API (see `tenants`). A client has up to two active keys (a rotation); credentials are
 //! checked against the stored SHA-256 of each, in constant time.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use hermod_shared::credential::ClientCredential;
 use hermod_shared::{sha256_hex, ErrorCode};
 use sqlx::Row;
 
 use crate::config::AllowedClient;
-use crate::domain::error::{ApiError, ApiResult};
-use crate::engine::AppState;
-use crate::store::audit::KeyKind;
+use crate::domain::error::ApiResult;
 use crate::store::{now_ms, random_id, Db};
 
 pub const DEFAULT_TENANT: &str = "default";
@@ -124,18 +119,9 @@ pub fn group_id(tenant_id: &str, group: &str) -> String {
     format!("{tenant_id}/{group}")
 }
 
-/// The credential a request carries, if any (not yet checked).
-pub fn credential(headers: &HeaderMap) -> Option<ClientCredential> {
-    if let Some(v) = headers.get("x-api-key") {
-        return ClientCredential::from_api_key(v.to_str().ok()?);
-    }
-    ClientCredential::from_authorization(headers.get("authorization")?.to_str().ok()?)
-}
-
 /// The client a request authenticates as: its id must name an enabled client and its key one of
 /// that client's active keys (compared in constant time, also for an unknown id).
-pub async fn authenticate(db: &Db, headers: &HeaderMap) -> ApiResult<Client> {
-    let cred = credential(headers).ok_or(ErrorCode::InvalidCredentials)?;
+pub async fn authenticate(db: &Db, cred: &ClientCredential) -> ApiResult<Client> {
     let rows = sqlx::query(
         "SELECT c.id, c.client_id, c.tenant_id, c.group_id, t.max_commands_per_second, k.id AS key_id, k.key_hash
          FROM clients c JOIN client_keys k ON k.client_pk = c.id AND k.revoked_at IS NULL
@@ -162,24 +148,4 @@ pub async fn authenticate(db: &Db, headers: &HeaderMap) -> ApiResult<Client> {
         key_id: row.try_get("key_id")?,
         max_commands_per_second: rate.map(|r| r.clamp(0, i64::from(u32::MAX)) as u32),
     })
-}
-
-/// Extractor: the request's client, or a 401 problem.
-pub struct AuthClient(pub Client);
-
-impl FromRequestParts<AppState> for AuthClient {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let client = authenticate(&state.db, &parts.headers).await?;
-        state
-            .key_use
-            .note(&state.db, KeyKind::Client, &client.tenant_id, &client.key_id, || {
-                (
-                    format!("client:{}", client.client_id),
-                    format!("{} {}", parts.method, parts.uri.path()),
-                )
-            });
-        Ok(AuthClient(client))
-    }
 }
