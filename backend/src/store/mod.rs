@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod sqlite_writer;
 pub mod tenants;
 
 use anyhow::Context;
