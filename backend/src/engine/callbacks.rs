@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::CallbackSettings;
-use crate::engine::commands::CommandRow;
 use crate::engine::metrics::Metrics;
-use crate::engine::AppState;
+use crate::store::commands::CommandRow;
 use crate::store::{now_ms, random_id, Db};
 
 /// Longest response body kept in the attempt log.
@@ -35,8 +34,7 @@ const CLAIM_MARGIN_MS: i64 = 5_000;
 /// While every due event waits for a busy receiver, how often the worker looks again anyway (for
 /// claims of other replicas that lapse).
 const BUSY_RECHECK: Duration = Duration::from_millis(500);
-const GONE: &str =
-    "the receiver answered 410 Gone: callbacks to it are disabled until a recovery or a new callback-url";
+use crate::store::GONE;
 
 /// When the next pending event is due.
 pub const NEXT_DUE_SQL: &str =
@@ -51,7 +49,7 @@ pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk FROM callback_events 
      ORDER BY e.seq LIMIT $2";
 
 /// Writes the callback event for a command's new final state, if its client has a callback URL.
-pub async fn enqueue(conn: &mut AnyConnection, state: &AppState, row: &CommandRow, now: i64) -> sqlx::Result<bool> {
+pub async fn enqueue(conn: &mut AnyConnection, row: &CommandRow, now: i64) -> sqlx::Result<bool> {
     let receiver: Option<(Option<String>, Option<i64>)> =
         sqlx::query_as("SELECT callback_url, callback_disabled_at FROM clients WHERE id = $1")
             .bind(&row.client_pk)
@@ -60,7 +58,7 @@ pub async fn enqueue(conn: &mut AnyConnection, state: &AppState, row: &CommandRo
     let Some((Some(_url), disabled)) = receiver else {
         return Ok(false);
     };
-    let view = row.view(state, now, false);
+    let view = row.view(now, None);
     let event = CallbackEvent {
         event_type: format!("command.{}", view.status.as_str()),
         timestamp: rfc3339(now),

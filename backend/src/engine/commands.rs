@@ -9,11 +9,9 @@
 //! ```
 
 use hermod_shared::enrolment;
-use hermod_shared::wire::{
-    rfc3339, CommandView, CreateCommand, DeviceResponse, EnrolRequest, EnrolResponse, Enrolment, MailboxCommand,
-};
-use hermod_shared::{CommandId, CommandStatus, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
-use serde_json::{json, Value};
+use hermod_shared::wire::{CreateCommand, DeviceResponse, EnrolRequest, EnrolResponse};
+use hermod_shared::{CommandId, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
+use serde_json::json;
 use sqlx::AnyConnection;
 use std::time::Duration;
 
@@ -25,105 +23,9 @@ use crate::engine::mailbox;
 use crate::engine::wake;
 use crate::engine::AppState;
 use crate::store::clients::Client;
+use crate::store::commands::{CommandRow, COLUMNS, OPEN};
 use crate::store::now_ms;
-
-pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
-    response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash";
-
-const OPEN: &str = "('pending', 'delivered')";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CommandRow {
-    pub id: String,
-    pub group_id: String,
-    pub client_pk: String,
-    #[sqlx(rename = "type")]
-    pub command_type: String,
-    pub device_id: Option<String>,
-    pub user_id: Option<String>,
-    pub payload: String,
-    pub status: String,
-    pub result: Option<String>,
-    pub answered_by: Option<String>,
-    pub response_hash: Option<String>,
-    pub timeout_secs: i64,
-    pub lifespan_secs: i64,
-    pub created_at: i64,
-    pub timeout_at: i64,
-    pub expires_at: i64,
-    pub completed_at: Option<i64>,
-    pub idempotency_key: Option<String>,
-    pub request_hash: Option<String>,
-}
-
-impl CommandRow {
-    pub fn stored_status(&self) -> CommandStatus {
-        CommandStatus::parse(&self.status).unwrap_or(CommandStatus::Expired)
-    }
-
-    /// The status as of `now`: an open command past its timeout is expired even before the
-    /// sweeper has written so.
-    pub fn status_at(&self, now: i64) -> CommandStatus {
-        rules::status_at(self.stored_status(), self.timeout_at, now)
-    }
-
-    /// What the rules need to know of this command.
-    pub fn facts(&self) -> rules::Facts<'_> {
-        rules::Facts {
-            provision: self.is_provision(),
-            device_id: self.device_id.as_deref(),
-            user_id: self.user_id.as_deref(),
-            status: self.stored_status(),
-            timeout_at: self.timeout_at,
-            answered_by: self.answered_by.as_deref(),
-            response_hash: self.response_hash.as_deref(),
-        }
-    }
-
-    fn is_provision(&self) -> bool {
-        self.command_type == CommandType::Provision.as_str()
-    }
-
-    pub fn view(&self, state: &AppState, now: i64, with_enrolment: bool) -> CommandView {
-        let status = self.status_at(now);
-        let enrolment = (with_enrolment && self.is_provision() && !status.is_final()).then(|| {
-            let id = CommandId::parse(&self.id).expect("stored ids are valid");
-            let token = enrolment::issue_token(&state.server_key, &id);
-            Enrolment {
-                link: enrolment::deep_link(&state.public_url, &token),
-                qr_url: format!("/command/{}/qr", self.id),
-                token,
-            }
-        });
-        CommandView {
-            id: CommandId::parse(&self.id).expect("stored ids are valid"),
-            command_type: self.command_type.clone(),
-            status,
-            device_id: self.device_id.as_deref().and_then(DeviceId::parse),
-            user_id: self.user_id.as_deref().and_then(UserId::parse),
-            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
-            result: self.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
-            answered_by: self.answered_by.as_deref().and_then(DeviceId::parse),
-            timeout: self.timeout_secs as u32,
-            lifespan: self.lifespan_secs as u32,
-            created_at: rfc3339(self.created_at),
-            timeout_at: rfc3339(self.timeout_at),
-            expires_at: rfc3339(self.expires_at),
-            completed_at: self.completed_at.map(rfc3339),
-            enrolment,
-        }
-    }
-
-    pub fn mailbox_command(&self) -> MailboxCommand {
-        MailboxCommand {
-            id: CommandId::parse(&self.id).expect("stored ids are valid"),
-            command_type: self.command_type.clone(),
-            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
-            created_at: rfc3339(self.created_at),
-            timeout_at: rfc3339(self.timeout_at),
-        }
-    }
-}
+use crate::store::sqlite::{self, NewCommand};
 
 async fn fetch(conn: &mut AnyConnection, id: &str) -> sqlx::Result<Option<CommandRow>> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM commands WHERE id = $1"))
@@ -218,6 +120,38 @@ pub async fn create(
     };
     let now = now_ms();
     let id = CommandId::from_random(rand::random());
+    let new = NewCommand {
+        id: id.as_str().to_owned(),
+        group_id: client.group_id.clone(),
+        client_pk: client.pk.clone(),
+        command_type: command_type.as_str().to_owned(),
+        device_id: req.device_id.as_ref().map(|d| d.as_str().to_owned()),
+        user_id,
+        payload: payload.to_string(),
+        timeout_secs: i64::from(lifetimes.timeout),
+        lifespan_secs: i64::from(lifetimes.lifespan),
+        now,
+        idempotency_key: idempotency_key.map(str::to_owned),
+        request_hash: request_hash.to_owned(),
+        to_mailbox: !is_provision,
+    };
+    let inserted = match &state.db.sqlite {
+        Some(writer) => writer.run(move |c| sqlite::create(c, &new)).await?,
+        None => create_postgres(state, &new).await?,
+    };
+    let Some(row) = inserted else {
+        // Another request with the same Idempotency-Key won the race.
+        let key = idempotency_key.expect("only an idempotency key can conflict");
+        let row = by_idempotency_key(state, client, key, request_hash).await?;
+        return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
+    };
+    state.metrics.commands_created.inc();
+    wake_mailbox(state, &row);
+    Ok((row, false))
+}
+
+/// Writes a command and its mailbox event in one transaction (PostgreSQL).
+async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option<CommandRow>> {
     let mut tx = state.db.write.begin().await?;
     let inserted: Option<CommandRow> = sqlx::query_as(&format!(
         "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs, lifespan_secs,
@@ -226,46 +160,36 @@ pub async fn create(
          ON CONFLICT (client_pk, idempotency_key) DO NOTHING
          RETURNING {COLUMNS}"
     ))
-    .bind(id.as_str())
-    .bind(&client.group_id)
-    .bind(&client.pk)
-    .bind(command_type.as_str())
-    .bind(req.device_id.as_ref().map(|d| d.as_str().to_owned()))
-    .bind(&user_id)
-    .bind(payload.to_string())
-    .bind(i64::from(lifetimes.timeout))
-    .bind(i64::from(lifetimes.lifespan))
-    .bind(now)
-    .bind(now + i64::from(lifetimes.timeout) * 1000)
-    .bind(now + i64::from(lifetimes.lifespan) * 1000)
-    .bind(idempotency_key)
-    .bind(request_hash)
+    .bind(&new.id)
+    .bind(&new.group_id)
+    .bind(&new.client_pk)
+    .bind(&new.command_type)
+    .bind(&new.device_id)
+    .bind(&new.user_id)
+    .bind(&new.payload)
+    .bind(new.timeout_secs)
+    .bind(new.lifespan_secs)
+    .bind(new.now)
+    .bind(new.now + new.timeout_secs * 1000)
+    .bind(new.now + new.lifespan_secs * 1000)
+    .bind(&new.idempotency_key)
+    .bind(&new.request_hash)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = inserted else {
-        // Another request with the same Idempotency-Key won the race.
-        drop(tx);
-        let key = idempotency_key.expect("only an idempotency key can conflict");
-        let row = by_idempotency_key(state, client, key, request_hash).await?;
-        return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
-    };
-    if !is_provision {
-        let device = req.device_id.as_ref().map(|d| d.as_str());
+    if inserted.is_some() && new.to_mailbox {
         mailbox::append(
             &mut tx,
-            &client.group_id,
-            &user_id,
-            device,
-            id.as_str(),
+            &new.group_id,
+            &new.user_id,
+            new.device_id.as_deref(),
+            &new.id,
             mailbox::Kind::Command,
-            now,
+            new.now,
         )
         .await?;
     }
     tx.commit().await?;
-    state.metrics.commands_created.inc();
-    wake_mailbox(state, &row);
-    Ok((row, false))
+    Ok(inserted)
 }
 
 async fn by_idempotency_key(
@@ -342,6 +266,32 @@ pub async fn wait_for_change(state: &AppState, client: &Client, id: &str, wait: 
 /// Cancels an open command; the addressed devices see a `cancelled` mailbox event.
 pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
     let now = now_ms();
+    if let Some(writer) = &state.db.sqlite {
+        let (owned_id, client_pk) = (id.to_owned(), client.pk.clone());
+        let done = writer
+            .run(move |c| {
+                let id = owned_id;
+                let open = sqlite::command(c, &id)?.filter(|r| {
+                    r.client_pk == client_pk
+                        && rules::cancel(r.stored_status(), r.timeout_at, now) == Ok(rules::Cancel::Cancel)
+                });
+                let Some(open) = open else { return Ok(None) };
+                let (row, queued) =
+                    sqlite::finish(c, &id, "cancelled", None, None, None, now)?.ok_or(ErrorCode::Internal)?;
+                if !open.is_provision() {
+                    let user = row.user_id.as_deref().ok_or(ErrorCode::Internal)?;
+                    sqlite::append_mailbox(c, &row.group_id, user, row.device_id.as_deref(), &id, "cancelled", now)?;
+                }
+                Ok(Some((row, queued)))
+            })
+            .await?;
+        if let Some((row, queued)) = done {
+            wake_mailbox(state, &row);
+            after_final(state, &row, queued);
+            return Ok(row);
+        }
+        return cancel_refused(state, client, id, now).await;
+    }
     let mut tx = state.db.write.begin().await?;
     let cancelled: Option<CommandRow> = sqlx::query_as(&format!(
         "UPDATE commands SET status = 'cancelled', completed_at = $1
@@ -359,14 +309,18 @@ pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<Co
             let device = row.device_id.as_deref();
             mailbox::append(&mut tx, &row.group_id, user, device, id, mailbox::Kind::Cancelled, now).await?;
         }
-        let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
+        let queued = callbacks::enqueue(&mut tx, &row, now).await?;
         tx.commit().await?;
         wake_mailbox(state, &row);
         after_final(state, &row, queued);
         return Ok(row);
     }
     drop(tx);
-    // Not open (or not this client's): the rules say what cancelling it again means.
+    cancel_refused(state, client, id, now).await
+}
+
+/// What cancelling a command that is not open (or not this client's) answers.
+async fn cancel_refused(state: &AppState, client: &Client, id: &str, now: i64) -> ApiResult<CommandRow> {
     let row = get(state, client, id).await?;
     match rules::cancel(row.stored_status(), row.timeout_at, now)? {
         rules::Cancel::Replay => Ok(row),
@@ -385,6 +339,31 @@ pub async fn respond(
     body_hash: &str,
 ) -> ApiResult<CommandRow> {
     let now = now_ms();
+    let data = response.data.unwrap_or_else(|| json!({})).to_string();
+    if let Some(writer) = &state.db.sqlite {
+        let (id, device, hash) = (id.to_owned(), device.clone(), body_hash.to_owned());
+        let decision = response.result;
+        let (row, queued) = writer
+            .run(move |c| {
+                let row = sqlite::command(c, &id)?
+                    .filter(|r| r.group_id == device.group_id)
+                    .ok_or(ErrorCode::CommandNotFound)?;
+                match rules::answer(&row.facts(), &device.id, &device.user_id, decision, &hash, now)? {
+                    rules::Answer::Replay => Ok((row, None)),
+                    rules::Answer::Final(status) => {
+                        let done =
+                            sqlite::finish(c, &id, status.as_str(), Some(&data), Some(&device.id), Some(&hash), now)?;
+                        let (row, queued) = done.ok_or(ErrorCode::Internal)?;
+                        Ok((row, Some(queued)))
+                    }
+                }
+            })
+            .await?;
+        if let Some(queued) = queued {
+            after_final(state, &row, queued);
+        }
+        return Ok(row);
+    }
     let mut tx = state.db.write.begin().await?;
     let row = fetch_for_update(state, &mut tx, id)
         .await?
@@ -407,7 +386,7 @@ pub async fn respond(
          RETURNING {COLUMNS}"
     ))
     .bind(status.as_str())
-    .bind(response.data.unwrap_or_else(|| json!({})).to_string())
+    .bind(data)
     .bind(&device.id)
     .bind(body_hash)
     .bind(now)
@@ -415,7 +394,7 @@ pub async fn respond(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ErrorCode::Internal)?;
-    let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
+    let queued = callbacks::enqueue(&mut tx, &row, now).await?;
     tx.commit().await?;
     after_final(state, &row, queued);
     Ok(row)
@@ -474,7 +453,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     .execute(&mut *tx)
     .await?;
     let row = fetch(&mut tx, &row.id).await?.ok_or(ErrorCode::Internal)?;
-    let queued = callbacks::enqueue(&mut tx, state, &row, now).await?;
+    let queued = callbacks::enqueue(&mut tx, &row, now).await?;
     tx.commit().await?;
     after_final(state, &row, queued);
     tracing::info!(device_id = %device_id, command_id = %row.id, "device enrolled");
@@ -517,7 +496,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
                 let row = fetch(&mut tx, &row.id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("command vanished"))?;
-                queued |= callbacks::enqueue(&mut tx, state, &row, now).await?;
+                queued |= callbacks::enqueue(&mut tx, &row, now).await?;
                 expired.push(row.id);
             }
         }
@@ -543,17 +522,28 @@ pub async fn mark_delivered(state: &AppState, ids: &[String]) -> ApiResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    // One statement for the whole page (no transaction around it: it is atomic by itself).
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "UPDATE commands SET status = 'delivered' WHERE status = 'pending' AND id IN ({}) RETURNING id",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
-    for id in ids {
-        query = query.bind(id);
-    }
-    for id in query.fetch_all(&state.db.write).await? {
+    let changed: Vec<String> = match &state.db.sqlite {
+        Some(writer) => {
+            let ids = ids.to_vec();
+            writer
+                .run(move |c| Ok(crate::store::sqlite::mark_delivered(c, &ids)?))
+                .await?
+        }
+        None => {
+            // One statement for the whole page (atomic by itself, no transaction around it).
+            let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE commands SET status = 'delivered' WHERE status = 'pending' AND id IN ({}) RETURNING id",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.fetch_all(&state.db.write).await?
+        }
+    };
+    for id in changed {
         state.wakeups.wake(&wake::command_key(&id));
     }
     Ok(())

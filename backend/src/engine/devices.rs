@@ -71,30 +71,45 @@ pub async fn verify_request(
     let now = now_ms();
     let window = state.settings.devices.signature_window;
     signing::verify(&secret, &signed, method.as_str(), path, body, now / 1000, window).map_err(refuse)?;
-    let fresh = sqlx::query("INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (device_id, nonce) DO NOTHING")
-        .bind(&device.id)
-        .bind(&signed.nonce)
-        .bind((signed.timestamp + window + 1) * 1000)
-        .execute(&state.db.write)
-        .await?;
-    if fresh.rows_affected() == 0 {
+    let expires_at = (signed.timestamp + window + 1) * 1000;
+    let seen_due = device
+        .last_seen_at
+        .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS);
+    let fresh = match &state.db.sqlite {
+        Some(writer) => {
+            let (id, nonce) = (device.id.clone(), signed.nonce.clone());
+            let seen = seen_due.then_some(now);
+            writer
+                .run(move |c| Ok(crate::store::sqlite::use_nonce(c, &id, &nonce, expires_at, seen)?))
+                .await?
+        }
+        None => {
+            let fresh = sqlx::query("INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (device_id, nonce) DO NOTHING")
+                .bind(&device.id)
+                .bind(&signed.nonce)
+                .bind(expires_at)
+                .execute(&state.db.write)
+                .await?
+                .rows_affected()
+                == 1;
+            if fresh && seen_due {
+                touch(state, &device, now).await?;
+            }
+            fresh
+        }
+    };
+    if !fresh {
         return Err(refuse(SignatureError::Replayed));
     }
-    touch(state, &device, now).await?;
     Ok(device)
 }
 
 async fn touch(state: &AppState, device: &DeviceRow, now: i64) -> ApiResult<()> {
-    if device
-        .last_seen_at
-        .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS)
-    {
-        sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&device.id)
-            .execute(&state.db.write)
-            .await?;
-    }
+    sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(&device.id)
+        .execute(&state.db.write)
+        .await?;
     Ok(())
 }
 

@@ -13,10 +13,11 @@ use sqlx::AnyConnection;
 use std::time::Duration;
 
 use crate::domain::error::ApiResult;
-use crate::engine::commands::{self, CommandRow, COLUMNS};
+use crate::engine::commands;
 use crate::engine::devices::DeviceRow;
 use crate::engine::wake;
 use crate::engine::AppState;
+use crate::store::commands::{CommandRow, COLUMNS};
 use crate::store::now_ms;
 
 /// Most items in one page.

@@ -71,7 +71,11 @@ pub async fn create(
     let request_hash = sha256_hex(&[command_type.as_str().as_bytes(), b"\n", &body].concat());
     let quota = tenants::take_command(&state.db, &client).await?;
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
-    let mut response = (StatusCode::CREATED, Json(row.view(&state, now_ms(), true))).into_response();
+    let mut response = (
+        StatusCode::CREATED,
+        Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))),
+    )
+        .into_response();
     if let Some(quota) = quota {
         crate::http::error::insert_headers(response.headers_mut(), &quota.headers(1));
     }
@@ -92,7 +96,11 @@ pub async fn create(
 
 /// Behind the edge, names the devices whose mailbox just changed, so that the edge wakes their
 /// idle polls (`Hermod-Mailbox-Devices`; the edge keeps the header to itself).
-async fn tell_edge_mailboxes(state: &AppState, row: &commands::CommandRow, response: &mut Response) -> ApiResult<()> {
+async fn tell_edge_mailboxes(
+    state: &AppState,
+    row: &crate::store::commands::CommandRow,
+    response: &mut Response,
+) -> ApiResult<()> {
     let devices = commands::addressed_devices(state, row).await?;
     if !devices.is_empty() {
         let value = devices.join(",").parse().map_err(|_| ErrorCode::Internal)?;
@@ -138,7 +146,7 @@ pub async fn read(
     let wait = extract::wait(q.wait, &state)?;
     let id = command_id(&id)?;
     let row = commands::wait_for_change(&state, &client, id.as_str(), wait).await?;
-    Ok(Json(row.view(&state, now_ms(), true)))
+    Ok(Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))))
 }
 
 /// Cancel an open command. The device sees the cancellation in its mailbox. Cancelling a
@@ -163,7 +171,7 @@ pub async fn cancel(
 ) -> ApiResult<Response> {
     let id = command_id(&id)?;
     let row = commands::cancel(&state, &client, id.as_str()).await?;
-    let mut response = Json(row.view(&state, now_ms(), true)).into_response();
+    let mut response = Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))).into_response();
     if edge.is_some() {
         tell_edge_mailboxes(&state, &row, &mut response).await?;
     }

@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod clients;
+pub mod commands;
+pub mod sqlite;
 pub mod sqlite_writer;
 pub mod tenants;
 
@@ -26,7 +28,13 @@ pub struct Db {
     pub write: AnyPool,
     pub dialect: Dialect,
     pub url: String,
+    /// On SQLite, the writer thread the hot-path transitions go through (group commit).
+    pub sqlite: Option<sqlite_writer::Writer>,
 }
+
+/// Why a receiver gets no more callbacks (its last answer was 410 Gone).
+pub const GONE: &str =
+    "the receiver answered 410 Gone: callbacks to it are disabled until a recovery or a new callback-url";
 
 /// Set on every connection. WAL itself is persistent in the file.
 const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
@@ -58,6 +66,7 @@ impl Db {
             .context("invalid sqlite URL")?
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let path = options.get_filename().to_owned();
         drop(
             sqlx::SqlitePool::connect_with(options)
                 .await
@@ -65,11 +74,13 @@ impl Db {
         );
         let write = sqlite_pool(url, 1).await?;
         let read = sqlite_pool(url, 8).await?;
+        let writer = sqlite_writer::Writer::open(&path).context("cannot open the SQLite writer")?;
         Ok(Self {
             read,
             write,
             dialect: Dialect::Sqlite,
             url: url.to_owned(),
+            sqlite: Some(writer),
         })
     }
 
@@ -85,6 +96,7 @@ impl Db {
             write: pool,
             dialect: Dialect::Postgres,
             url: url.to_owned(),
+            sqlite: None,
         })
     }
 

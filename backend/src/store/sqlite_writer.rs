@@ -225,7 +225,9 @@ mod tests {
             .unwrap();
         // Another connection sees it at once: it was committed before the answer.
         let other = Connection::open(dir.path().join("w.db")).unwrap();
-        let v: String = other.query_row("SELECT v FROM t WHERE k = 1", [], |r| r.get(0)).unwrap();
+        let v: String = other
+            .query_row("SELECT v FROM t WHERE k = 1", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, "a");
     }
 }

@@ -1,0 +1,111 @@
+//! Commands as stored: the row, its columns, and what it shows to a client and a device.
+
+use hermod_shared::enrolment;
+use hermod_shared::wire::{rfc3339, CommandView, Enrolment, MailboxCommand};
+use hermod_shared::{CommandId, CommandStatus, CommandType, DeviceId, UserId};
+use serde_json::Value;
+
+use crate::domain::command as rules;
+
+pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
+    response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash";
+
+pub const OPEN: &str = "('pending', 'delivered')";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CommandRow {
+    pub id: String,
+    pub group_id: String,
+    pub client_pk: String,
+    #[sqlx(rename = "type")]
+    pub command_type: String,
+    pub device_id: Option<String>,
+    pub user_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub answered_by: Option<String>,
+    pub response_hash: Option<String>,
+    pub timeout_secs: i64,
+    pub lifespan_secs: i64,
+    pub created_at: i64,
+    pub timeout_at: i64,
+    pub expires_at: i64,
+    pub completed_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+}
+
+impl CommandRow {
+    pub fn stored_status(&self) -> CommandStatus {
+        CommandStatus::parse(&self.status).unwrap_or(CommandStatus::Expired)
+    }
+
+    /// The status as of `now`: an open command past its timeout is expired even before the
+    /// sweeper has written so.
+    pub fn status_at(&self, now: i64) -> CommandStatus {
+        rules::status_at(self.stored_status(), self.timeout_at, now)
+    }
+
+    /// What the rules need to know of this command.
+    pub fn facts(&self) -> rules::Facts<'_> {
+        rules::Facts {
+            provision: self.is_provision(),
+            device_id: self.device_id.as_deref(),
+            user_id: self.user_id.as_deref(),
+            status: self.stored_status(),
+            timeout_at: self.timeout_at,
+            answered_by: self.answered_by.as_deref(),
+            response_hash: self.response_hash.as_deref(),
+        }
+    }
+
+    pub fn is_provision(&self) -> bool {
+        self.command_type == CommandType::Provision.as_str()
+    }
+
+    /// The command as its client sees it at `now`; an open `provision` shows its enrolment
+    /// link when `enrolment` gives the server key and the public mailbox URL.
+    pub fn view(&self, now: i64, enrolment: Option<(&[u8], &str)>) -> CommandView {
+        let status = self.status_at(now);
+        let enrolment =
+            enrolment
+                .filter(|_| self.is_provision() && !status.is_final())
+                .map(|(server_key, public_url)| {
+                    let id = CommandId::parse(&self.id).expect("stored ids are valid");
+                    let token = enrolment::issue_token(server_key, &id);
+                    Enrolment {
+                        link: enrolment::deep_link(public_url, &token),
+                        qr_url: format!("/command/{}/qr", self.id),
+                        token,
+                    }
+                });
+        CommandView {
+            id: CommandId::parse(&self.id).expect("stored ids are valid"),
+            command_type: self.command_type.clone(),
+            status,
+            device_id: self.device_id.as_deref().and_then(DeviceId::parse),
+            user_id: self.user_id.as_deref().and_then(UserId::parse),
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            result: self.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            answered_by: self.answered_by.as_deref().and_then(DeviceId::parse),
+            timeout: self.timeout_secs as u32,
+            lifespan: self.lifespan_secs as u32,
+            created_at: rfc3339(self.created_at),
+            timeout_at: rfc3339(self.timeout_at),
+            expires_at: rfc3339(self.expires_at),
+            completed_at: self.completed_at.map(rfc3339),
+            enrolment,
+        }
+    }
+
+    pub fn mailbox_command(&self) -> MailboxCommand {
+        MailboxCommand {
+            id: CommandId::parse(&self.id).expect("stored ids are valid"),
+            command_type: self.command_type.clone(),
+            payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+            created_at: rfc3339(self.created_at),
+            timeout_at: rfc3339(self.timeout_at),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The hot-path transitions on SQLite, in its dialect, run on the writer thread
+//! ([`super::sqlite_writer`]) with cached prepared statements. Each function is one transition's
+//! whole write: the new state, the mailbox event and the callback event it owes commit together
+//! (the group commit wraps it). They take the writer's connection and return what the engine
+//! needs to wake whoever waits.
+
+use hermod_shared::wire::CallbackEvent;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::commands::CommandRow;
+use super::random_id;
+use crate::domain::error::ApiError;
+
+/// The columns of [`CommandRow`], in the order [`command_row`] reads them.
+const COLUMNS: &str = super::commands::COLUMNS;
+
+fn command_row(r: &Row<'_>) -> rusqlite::Result<CommandRow> {
+    Ok(CommandRow {
+        id: r.get(0)?,
+        group_id: r.get(1)?,
+        client_pk: r.get(2)?,
+        command_type: r.get(3)?,
+        device_id: r.get(4)?,
+        user_id: r.get(5)?,
+        payload: r.get(6)?,
+        status: r.get(7)?,
+        result: r.get(8)?,
+        answered_by: r.get(9)?,
+        response_hash: r.get(10)?,
+        timeout_secs: r.get(11)?,
+        lifespan_secs: r.get(12)?,
+        created_at: r.get(13)?,
+        timeout_at: r.get(14)?,
+        expires_at: r.get(15)?,
+        completed_at: r.get(16)?,
+        idempotency_key: r.get(17)?,
+        request_hash: r.get(18)?,
+    })
+}
+
+/// A command about to be written.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    pub id: String,
+    pub group_id: String,
+    pub client_pk: String,
+    pub command_type: String,
+    pub device_id: Option<String>,
+    pub user_id: String,
+    pub payload: String,
+    pub timeout_secs: i64,
+    pub lifespan_secs: i64,
+    pub now: i64,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    /// Whether it goes to a mailbox (every type but `provision`).
+    pub to_mailbox: bool,
+}
+
+/// Writes a command and its mailbox event; `None` when another command holds its
+/// `Idempotency-Key`.
+pub fn create(c: &Connection, new: &NewCommand) -> Result<Option<CommandRow>, ApiError> {
+    let row = c
+        .prepare_cached(&format!(
+            "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (client_pk, idempotency_key) DO NOTHING
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(
+            params![
+                new.id,
+                new.group_id,
+                new.client_pk,
+                new.command_type,
+                new.device_id,
+                new.user_id,
+                new.payload,
+                new.timeout_secs,
+                new.lifespan_secs,
+                new.now,
+                new.now + new.timeout_secs * 1000,
+                new.now + new.lifespan_secs * 1000,
+                new.idempotency_key,
+                new.request_hash,
+            ],
+            command_row,
+        )
+        .optional()?;
+    if let Some(row) = &row {
+        if new.to_mailbox {
+            append_mailbox(
+                c,
+                &row.group_id,
+                &new.user_id,
+                new.device_id.as_deref(),
+                &row.id,
+                "command",
+                new.now,
+            )?;
+        }
+    }
+    Ok(row)
+}
+
+/// Appends an event to a user's mailbox, numbered next in it (see `engine::mailbox`).
+pub fn append_mailbox(
+    c: &Connection,
+    group_id: &str,
+    user_id: &str,
+    device_id: Option<&str>,
+    command_id: &str,
+    kind: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let seq: i64 = c
+        .prepare_cached(
+            "INSERT INTO mailboxes (group_id, user_id, last_seq) VALUES (?1, ?2, 1)
+             ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq",
+        )?
+        .query_row(params![group_id, user_id], |r| r.get(0))?;
+    c.prepare_cached(
+        "INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![group_id, user_id, device_id, command_id, kind, now, seq])?;
+    Ok(())
+}
+
+/// Writes the callback event a command's final state owes, if its client has a callback URL;
+/// `true` when it is due for delivery (its receiver is not disabled).
+pub fn enqueue_callback(c: &Connection, row: &CommandRow, now: i64) -> rusqlite::Result<bool> {
+    let receiver: Option<(Option<String>, Option<i64>)> = c
+        .prepare_cached("SELECT callback_url, callback_disabled_at FROM clients WHERE id = ?1")?
+        .query_row([&row.client_pk], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(_), disabled)) = receiver else {
+        return Ok(false);
+    };
+    let view = row.view(now, None);
+    let event = CallbackEvent {
+        event_type: format!("command.{}", view.status.as_str()),
+        timestamp: hermod_shared::wire::rfc3339(now),
+        data: view,
+    };
+    let (status, error) = match disabled {
+        Some(_) => ("dead", Some(super::GONE)),
+        None => ("pending", None),
+    };
+    c.prepare_cached(
+        "INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+    )?
+    .execute(params![
+        random_id("msg_"),
+        row.client_pk,
+        row.id,
+        event.event_type,
+        serde_json::to_string(&event).expect("events serialise"),
+        status,
+        now,
+        error,
+    ])?;
+    Ok(disabled.is_none())
+}
+
+/// A command by id, as the writer sees it (no other writer can change it meanwhile).
+pub fn command(c: &Connection, id: &str) -> rusqlite::Result<Option<CommandRow>> {
+    c.prepare_cached(&format!("SELECT {COLUMNS} FROM commands WHERE id = ?1"))?
+        .query_row([id], command_row)
+        .optional()
+}
+
+/// Ends an open command in a final state written by `set` (an answer, a cancellation, the
+/// timeout), with its callback event; `None` when it was not open.
+pub fn finish(
+    c: &Connection,
+    id: &str,
+    status: &str,
+    result: Option<&str>,
+    answered_by: Option<&str>,
+    response_hash: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<Option<(CommandRow, bool)>> {
+    let row = c
+        .prepare_cached(&format!(
+            "UPDATE commands SET status = ?1, result = COALESCE(?2, result), answered_by = COALESCE(?3, answered_by),
+                 response_hash = COALESCE(?4, response_hash), completed_at = ?5
+             WHERE id = ?6 AND status IN {open}
+             RETURNING {COLUMNS}",
+            open = super::commands::OPEN
+        ))?
+        .query_row(
+            params![status, result, answered_by, response_hash, now, id],
+            command_row,
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let queued = enqueue_callback(c, &row, now)?;
+            Ok(Some((row, queued)))
+        }
+    }
+}
+
+/// Records a signed request's nonce; `false` when the device used it already (a replay).
+/// Also notes when the device was last seen, at most every `resolution_ms`.
+pub fn use_nonce(
+    c: &Connection,
+    device_id: &str,
+    nonce: &str,
+    expires_at: i64,
+    last_seen: Option<i64>,
+) -> rusqlite::Result<bool> {
+    let fresh = c
+        .prepare_cached(
+            "INSERT INTO nonces (device_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (device_id, nonce) DO NOTHING",
+        )?
+        .execute(params![device_id, nonce, expires_at])?;
+    if fresh == 1 {
+        if let Some(now) = last_seen {
+            c.prepare_cached("UPDATE devices SET last_seen_at = ?1 WHERE id = ?2")?
+                .execute(params![now, device_id])?;
+        }
+    }
+    Ok(fresh == 1)
+}
+
+/// Marks fetched commands delivered; returns those that were pending.
+pub fn mark_delivered(c: &Connection, ids: &[String]) -> rusqlite::Result<Vec<String>> {
+    let mut changed = Vec::new();
+    let mut stmt = c.prepare_cached("UPDATE commands SET status = 'delivered' WHERE id = ?1 AND status = 'pending'")?;
+    for id in ids {
+        if stmt.execute([id])? == 1 {
+            changed.push(id.clone());
+        }
+    }
+    Ok(changed)
+}
