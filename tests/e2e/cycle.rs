@@ -431,3 +431,31 @@ async fn a_client_long_poll_returns_when_the_status_changes() {
     let (_, view) = app.get(&idm, &format!("/command/{id}?wait=20")).await;
     assert_eq!(view["status"], "approved", "a final command answers at once");
 }
+
+/// Enrolments (a transaction that reads, then writes) while commands are created and answered
+/// at the same time: every one succeeds, none is refused because another writer went first.
+#[tokio::test]
+async fn enrolments_and_commands_at_once_all_succeed() {
+    let app = TestApp::start().await;
+    let idm = Creds::idm();
+    let mut device = app.enrol(&idm, "busy").await;
+    let app = &app;
+    let enrolments = futures::future::join_all((0..20).map(|i| {
+        let idm = idm.clone();
+        async move { app.enrol(&idm, &format!("new-{i}")).await }
+    }));
+    let traffic = async {
+        for _ in 0..20 {
+            app.create_ok(&idm, "ping", json!({ "user_id": "busy" })).await;
+            for item in device.poll(0).await.unwrap().items {
+                let r = device
+                    .respond(&item.command.id, Decision::Approved, None)
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    let (enrolled, ()) = tokio::join!(enrolments, traffic);
+    assert_eq!(enrolled.len(), 20);
+}

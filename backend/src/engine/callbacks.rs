@@ -119,13 +119,7 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path) -> anyhow::Resul
     Ok(builder.build()?)
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct Claimed {
-    id: String,
-    client_pk: String,
-    payload: String,
-    attempts: i64,
-}
+use crate::store::outbox::{Attempt, Claimed, Next};
 
 #[derive(Debug, sqlx::FromRow)]
 struct Receiver {
@@ -301,11 +295,19 @@ impl Outbox {
                  RETURNING id, client_pk, payload, attempts"
             ),
         };
-        let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
-        for id in &chosen {
-            query = query.bind(id);
-        }
-        let claimed = query.fetch_all(&self.db.write).await?;
+        let claimed = match &self.db.sqlite {
+            Some(writer) => writer
+                .run(move |c| Ok(crate::store::sqlite::claim_callbacks(c, &chosen, until, now)?))
+                .await
+                .map_err(|e| anyhow::anyhow!("claiming callbacks: {:?}", e.code))?,
+            None => {
+                let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
+                for id in &chosen {
+                    query = query.bind(id);
+                }
+                query.fetch_all(&self.db.write).await?
+            }
+        };
         let mut in_flight = self.in_flight.lock().expect("in-flight lock");
         for event in &claimed {
             *in_flight.entry(event.client_pk.clone()).or_default() += 1;
@@ -349,63 +351,53 @@ impl Outbox {
         let attempts = event.attempts + 1;
         let outcome = self.outcome(&sent, attempts, receiver.callback_disabled_at.is_some());
         let now = now_ms();
-        let mut tx = self.db.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&event.id)
-        .bind(now)
-        .bind(sent.status_code.map(i64::from))
-        .bind(duration_ms)
-        .bind(&sent.body)
-        .bind(&sent.error)
-        .execute(&mut *tx)
-        .await?;
         let last_error = sent
             .error
             .clone()
             .or_else(|| sent.status_code.map(|c| format!("HTTP {c}")));
-        match outcome {
+        let next = match outcome {
             Outcome::Delivered => {
-                sqlx::query("UPDATE callback_events SET status = 'delivered', attempts = $1, delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $3")
-                    .bind(attempts)
-                    .bind(now)
-                    .bind(&event.id)
-                    .execute(&mut *tx)
-                    .await?;
                 self.metrics.callbacks_delivered.inc();
+                Next::Delivered
             }
             Outcome::Retry { after } => {
-                sqlx::query("UPDATE callback_events SET attempts = $1, next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $4")
-                    .bind(attempts)
-                    .bind(now + after.as_millis() as i64)
-                    .bind(&last_error)
-                    .bind(&event.id)
-                    .execute(&mut *tx)
-                    .await?;
                 self.metrics.callbacks_retried.inc();
+                Next::Retry {
+                    at: now + after.as_millis() as i64,
+                    last_error,
+                }
             }
             Outcome::Dead { gone } => {
-                let error = if gone { Some(GONE.to_owned()) } else { last_error };
-                sqlx::query("UPDATE callback_events SET status = 'dead', attempts = $1, claimed_until = 0, last_error = $2 WHERE id = $3")
-                    .bind(attempts)
-                    .bind(&error)
-                    .bind(&event.id)
-                    .execute(&mut *tx)
-                    .await?;
-                if gone && receiver.callback_disabled_at.is_none() {
-                    sqlx::query("UPDATE clients SET callback_disabled_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(&event.client_pk)
-                        .execute(&mut *tx)
-                        .await?;
+                let disable_client = gone && receiver.callback_disabled_at.is_none();
+                if disable_client {
                     tracing::warn!(client = %event.client_pk, "callback receiver answered 410 Gone: disabled");
                 }
                 tracing::warn!(event = %event.id, attempts, "callback dead-lettered");
                 self.metrics.callbacks_dead.inc();
+                Next::Dead {
+                    last_error: if gone { Some(GONE.to_owned()) } else { last_error },
+                    disable_client,
+                }
             }
+        };
+        let attempt = Attempt {
+            event_id: event.id.clone(),
+            client_pk: event.client_pk.clone(),
+            at: now,
+            status_code: sent.status_code.map(i64::from),
+            duration_ms,
+            body: sent.body,
+            error: sent.error,
+            attempts,
+            next,
+        };
+        match &self.db.sqlite {
+            Some(writer) => writer
+                .run(move |c| Ok(crate::store::sqlite::record_attempt(c, &attempt)?))
+                .await
+                .map_err(|e| anyhow::anyhow!("recording an attempt: {:?}", e.code))?,
+            None => crate::store::outbox::record(&self.db, &attempt).await?,
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -643,7 +635,7 @@ pub async fn for_client(
 
 /// Sends one callback again with a fresh retry schedule (and re-enables the receiver).
 pub async fn redeliver(db: &Db, client_pk: &str, event_id: &str) -> sqlx::Result<Option<CallbackDelivery>> {
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let updated = sqlx::query(
         "UPDATE callback_events SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = 0
          WHERE id = $2 AND client_pk = $3 AND (status <> 'pending' OR claimed_until = 0)",
@@ -673,7 +665,7 @@ pub async fn redeliver(db: &Db, client_pk: &str, event_id: &str) -> sqlx::Result
 /// Queues again every dead callback of the client created in `[since, until)`, and
 /// re-enables its receiver.
 pub async fn recover(db: &Db, client_pk: &str, since: i64, until: i64) -> sqlx::Result<u64> {
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let updated = sqlx::query(
         "UPDATE callback_events SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = 0
          WHERE client_pk = $2 AND status = 'dead' AND created_at >= $3 AND created_at < $4",

@@ -152,7 +152,7 @@ pub async fn create(
 
 /// Writes a command and its mailbox event in one transaction (PostgreSQL).
 async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option<CommandRow>> {
-    let mut tx = state.db.write.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let inserted: Option<CommandRow> = sqlx::query_as(&format!(
         "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs, lifespan_secs,
              created_at, timeout_at, expires_at, idempotency_key, request_hash)
@@ -292,7 +292,7 @@ pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<Co
         }
         return cancel_refused(state, client, id, now).await;
     }
-    let mut tx = state.db.write.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let cancelled: Option<CommandRow> = sqlx::query_as(&format!(
         "UPDATE commands SET status = 'cancelled', completed_at = $1
          WHERE id = $2 AND client_pk = $3 AND status IN {OPEN} AND timeout_at > $1
@@ -364,7 +364,7 @@ pub async fn respond(
         }
         return Ok(row);
     }
-    let mut tx = state.db.write.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let row = fetch_for_update(state, &mut tx, id)
         .await?
         .filter(|r| r.group_id == device.group_id)
@@ -421,7 +421,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
         ));
     }
     let now = now_ms();
-    let mut tx = state.db.write.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let row = fetch_for_update(state, &mut tx, command_id.as_str())
         .await?
         .filter(|r| rules::enrols(&r.facts(), now))
@@ -483,7 +483,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
     if !due.is_empty() {
         let mut expired = Vec::new();
         let mut queued = false;
-        let mut tx = state.db.write.begin().await?;
+        let mut tx = state.db.begin_write().await?;
         for row in due {
             let done = sqlx::query(&format!(
                 "UPDATE commands SET status = 'expired', completed_at = $1 WHERE id = $2 AND status IN {OPEN}"

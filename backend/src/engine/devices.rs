@@ -129,7 +129,7 @@ pub async fn get_for_client(state: &AppState, client: &Client, device_id: &str) 
 /// counts against its tenant's device quota, and commands cannot be addressed to it.
 pub async fn revoke(state: &AppState, client: &Client, device_id: &str) -> ApiResult<()> {
     let now = crate::store::now_ms();
-    let mut tx = state.db.write.begin().await?;
+    let mut tx = state.db.begin_write().await?;
     let done = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND group_id = $3 AND revoked_at IS NULL")
         .bind(now)
         .bind(device_id)

@@ -114,7 +114,7 @@ impl KeyUse {
         let (db, tenant_id, key_id) = (db.clone(), tenant_id.to_owned(), key_id.to_owned());
         tokio::spawn(async move {
             let result: sqlx::Result<()> = async {
-                let mut tx = db.write.begin().await?;
+                let mut tx = db.begin_write().await?;
                 sqlx::query(&format!("UPDATE {table} SET last_used_at = $1 WHERE id = $2"))
                     .bind(now)
                     .bind(&key_id)

@@ -31,7 +31,7 @@ pub struct Client {
 /// stay in history until their lifespan ends). A hosted client's id is never taken over.
 pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::Result<()> {
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT (id) DO NOTHING")
         .bind(DEFAULT_TENANT)
         .bind(now)

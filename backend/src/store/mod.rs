@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod clients;
 pub mod commands;
+pub mod outbox;
 pub mod sqlite;
 pub mod sqlite_writer;
 pub mod tenants;
@@ -98,6 +99,16 @@ impl Db {
             url: url.to_owned(),
             sqlite: None,
         })
+    }
+
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: it takes the write lock
+    /// first (waiting its turn behind the writer thread), so a transaction that reads and then
+    /// writes cannot find its snapshot stale and fail.
+    pub async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.dialect {
+            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.write.begin().await,
+        }
     }
 
     /// Appended to a `SELECT` that is followed by an update in the same transaction. SQLite

@@ -8,6 +8,7 @@ use hermod_shared::wire::CallbackEvent;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::commands::CommandRow;
+use super::outbox::{self, Attempt, Claimed, Next};
 use super::random_id;
 use crate::domain::error::ApiError;
 
@@ -238,4 +239,63 @@ pub fn mark_delivered(c: &Connection, ids: &[String]) -> rusqlite::Result<Vec<St
         }
     }
     Ok(changed)
+}
+
+/// Claims due callback events for one attempt each, until `until`; returns those still
+/// unclaimed and pending.
+pub fn claim_callbacks(c: &Connection, ids: &[String], until: i64, now: i64) -> rusqlite::Result<Vec<Claimed>> {
+    let mut stmt = c.prepare_cached(
+        "UPDATE callback_events SET claimed_until = ?1
+         WHERE id = ?3 AND status = 'pending' AND claimed_until <= ?2
+         RETURNING id, client_pk, payload, attempts",
+    )?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = stmt
+            .query_row(params![until, now, id], |r| {
+                Ok(Claimed {
+                    id: r.get(0)?,
+                    client_pk: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })
+            .optional()?;
+        claimed.extend(row);
+    }
+    Ok(claimed)
+}
+
+/// Logs a delivery attempt and moves its event on (the same statements as `outbox::record`).
+pub fn record_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
+    c.prepare_cached(outbox::INSERT_ATTEMPT)?.execute(params![
+        a.event_id,
+        a.at,
+        a.status_code,
+        a.duration_ms,
+        a.body,
+        a.error
+    ])?;
+    match &a.next {
+        Next::Delivered => {
+            c.prepare_cached(outbox::DELIVERED)?
+                .execute(params![a.attempts, a.at, a.event_id])?;
+        }
+        Next::Retry { at, last_error } => {
+            c.prepare_cached(outbox::RETRY)?
+                .execute(params![a.attempts, at, last_error, a.event_id])?;
+        }
+        Next::Dead {
+            last_error,
+            disable_client,
+        } => {
+            c.prepare_cached(outbox::DEAD)?
+                .execute(params![a.attempts, last_error, a.event_id])?;
+            if *disable_client {
+                c.prepare_cached(outbox::DISABLE_RECEIVER)?
+                    .execute(params![a.at, a.client_pk])?;
+            }
+        }
+    }
+    Ok(())
 }

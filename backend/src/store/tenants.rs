@@ -98,7 +98,7 @@ pub async fn create_tenant(db: &Db, req: CreateTenant, actor: &str) -> ApiResult
         return Err(bad("name must be 1-200 printable characters"));
     }
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO tenants (id, name, created_at, max_commands_per_second, max_devices) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -138,7 +138,7 @@ pub async fn create_tenant(db: &Db, req: CreateTenant, actor: &str) -> ApiResult
 /// Replaces a tenant's quotas (the operator's job). Takes effect with the next request.
 pub async fn set_quotas(db: &Db, tenant_id: &str, quotas: Quotas, actor: &str) -> ApiResult<TenantView> {
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let updated = sqlx::query("UPDATE tenants SET max_commands_per_second = $1, max_devices = $2 WHERE id = $3")
         .bind(quotas.max_commands_per_second.map(i64::from))
         .bind(quotas.max_devices.map(i64::from))
@@ -197,7 +197,7 @@ async fn issue_admin_key_in(
 
 pub async fn issue_admin_key(db: &Db, tenant_id: &str, actor: &str) -> ApiResult<IssuedAdminKey> {
     tenant(db, tenant_id).await?;
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let key = issue_admin_key_in(&mut tx, tenant_id, actor, now_ms()).await?;
     tx.commit().await?;
     Ok(key)
@@ -272,7 +272,7 @@ async fn revoke<'q>(
     update: impl FnOnce() -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
 ) -> ApiResult<bool> {
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let done = update()
         .bind(now)
         .bind(key_id)
@@ -302,7 +302,7 @@ pub async fn create_group(db: &Db, tenant_id: &str, req: CreateGroup, actor: &st
     check_name("name", &req.name)?;
     tenant(db, tenant_id).await?;
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let inserted = sqlx::query("INSERT INTO groups (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4)")
         .bind(group_id(tenant_id, &req.name))
         .bind(tenant_id)
@@ -448,7 +448,7 @@ pub async fn create_client(db: &Db, tenant_id: &str, req: CreateClient, actor: &
     let secret = WebhookSecret::from_bytes(rand::random()).expose();
     let client_id = hosted_client_id(tenant_id, &req.name);
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO clients (id, tenant_id, group_id, client_id, name, callback_url, callback_basic_auth, callback_secrets, source, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'api', $9)",
@@ -498,7 +498,7 @@ pub async fn update_client(
     )?;
     let (pk, before) = mutable_client(db, tenant_id, name).await?;
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     if let Some(url) = &req.callback_url {
         sqlx::query(
             "UPDATE clients SET callback_url = $1,
@@ -538,7 +538,7 @@ pub async fn update_client(
 pub async fn disable_client(db: &Db, tenant_id: &str, name: &str, actor: &str) -> ApiResult<()> {
     let (pk, view) = mutable_client(db, tenant_id, name).await?;
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query("UPDATE clients SET disabled_at = $1 WHERE id = $2")
         .bind(now)
         .bind(&pk)
@@ -569,7 +569,7 @@ pub async fn disable_client(db: &Db, tenant_id: &str, name: &str, actor: &str) -
 pub async fn issue_client_key(db: &Db, tenant_id: &str, name: &str, actor: &str) -> ApiResult<IssuedClientKey> {
     let (pk, view) = mutable_client(db, tenant_id, name).await?;
     let now = now_ms();
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin_write().await?;
     // Serialise issues for this client, so two at once cannot pass the count together.
     sqlx::query(&format!("SELECT id FROM clients WHERE id = $1{}", db.for_update()))
         .bind(&pk)

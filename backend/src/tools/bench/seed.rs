@@ -95,7 +95,7 @@ pub async fn history(db: &Db, client_pk: &str, group_id: &str, count: u64) -> an
         .collect();
     let mut written = 0u64;
     while written < count {
-        let mut tx = db.write.begin().await?;
+        let mut tx = db.begin_write().await?;
         for _ in 0..INSERTS_PER_TX {
             if written >= count {
                 break;

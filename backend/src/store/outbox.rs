@@ -1,0 +1,107 @@
+//! The callback outbox as stored: a claimed event, and one attempt's record with the event's
+//! next state (the PostgreSQL statements; SQLite's are in `sqlite.rs`).
+
+use super::Db;
+
+/// An event a worker claimed for one delivery attempt.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: String,
+    pub client_pk: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// What happens to an event after an attempt.
+#[derive(Debug, Clone)]
+pub enum Next {
+    Delivered,
+    Retry {
+        at: i64,
+        last_error: Option<String>,
+    },
+    /// A dead letter; `disable_client` when the receiver answered 410 Gone for the first time.
+    Dead {
+        last_error: Option<String>,
+        disable_client: bool,
+    },
+}
+
+/// One delivery attempt, to be logged with the event's next state.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub event_id: String,
+    pub client_pk: String,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub duration_ms: i64,
+    pub body: Option<String>,
+    pub error: Option<String>,
+    /// Attempts made, this one included.
+    pub attempts: i64,
+    pub next: Next,
+}
+
+pub const INSERT_ATTEMPT: &str =
+    "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const DELIVERED: &str =
+    "UPDATE callback_events SET status = 'delivered', attempts = $1, delivered_at = $2, claimed_until = 0, \
+     last_error = NULL WHERE id = $3";
+pub const RETRY: &str =
+    "UPDATE callback_events SET attempts = $1, next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $4";
+pub const DEAD: &str =
+    "UPDATE callback_events SET status = 'dead', attempts = $1, claimed_until = 0, last_error = $2 WHERE id = $3";
+pub const DISABLE_RECEIVER: &str = "UPDATE clients SET callback_disabled_at = $1 WHERE id = $2";
+
+/// Logs an attempt and moves its event on, in one transaction (sqlx).
+pub async fn record(db: &Db, a: &Attempt) -> sqlx::Result<()> {
+    let mut tx = db.begin_write().await?;
+    sqlx::query(INSERT_ATTEMPT)
+        .bind(&a.event_id)
+        .bind(a.at)
+        .bind(a.status_code)
+        .bind(a.duration_ms)
+        .bind(&a.body)
+        .bind(&a.error)
+        .execute(&mut *tx)
+        .await?;
+    match &a.next {
+        Next::Delivered => {
+            sqlx::query(DELIVERED)
+                .bind(a.attempts)
+                .bind(a.at)
+                .bind(&a.event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Next::Retry { at, last_error } => {
+            sqlx::query(RETRY)
+                .bind(a.attempts)
+                .bind(at)
+                .bind(last_error)
+                .bind(&a.event_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Next::Dead {
+            last_error,
+            disable_client,
+        } => {
+            sqlx::query(DEAD)
+                .bind(a.attempts)
+                .bind(last_error)
+                .bind(&a.event_id)
+                .execute(&mut *tx)
+                .await?;
+            if *disable_client {
+                sqlx::query(DISABLE_RECEIVER)
+                    .bind(a.at)
+                    .bind(&a.client_pk)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
