@@ -36,19 +36,15 @@ fn hot_queries() -> Vec<(&'static str, String, Vec<Bind>)> {
     vec![
         (
             "mailbox page",
-            hermod::engine::mailbox::PAGE_SQL.clone(),
+            hermod::store::mailbox::PAGE_SQL.clone(),
             vec![Text("g"), Text("u"), Int(0), Text("d"), Int(100)],
         ),
         (
             "callback candidates",
-            hermod::engine::callbacks::CANDIDATES_SQL.into(),
+            hermod::store::outbox::CANDIDATES_SQL.into(),
             vec![Int(0), Int(80)],
         ),
-        (
-            "next callback due",
-            hermod::engine::callbacks::NEXT_DUE_SQL.into(),
-            vec![],
-        ),
+        ("next callback due", hermod::store::outbox::NEXT_DUE_SQL.into(), vec![]),
         (
             "commands due to expire",
             hermod::engine::commands::DUE_SQL.clone(),

@@ -36,18 +36,6 @@ const CLAIM_MARGIN_MS: i64 = 5_000;
 const BUSY_RECHECK: Duration = Duration::from_millis(500);
 use crate::store::GONE;
 
-/// When the next pending event is due.
-pub const NEXT_DUE_SQL: &str =
-    "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) \
-    FROM callback_events WHERE status = 'pending'";
-
-/// Due events, oldest first, none while an older one of its command is pending: `$1` now,
-/// `$2` limit. It walks `callback_events_pending`, which holds only pending events.
-pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk FROM callback_events e
-     WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
-       AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
-     ORDER BY e.seq LIMIT $2";
-
 /// Writes the callback event for a command's new final state, if its client has a callback URL.
 pub async fn enqueue(conn: &mut AnyConnection, row: &CommandRow, now: i64) -> sqlx::Result<bool> {
     let receiver: Option<(Option<String>, Option<i64>)> =
@@ -119,7 +107,7 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path) -> anyhow::Resul
     Ok(builder.build()?)
 }
 
-use crate::store::outbox::{Attempt, Claimed, Next};
+use crate::store::outbox::{Attempt, Claimed, Next, CANDIDATES_SQL, NEXT_DUE_SQL};
 
 #[derive(Debug, sqlx::FromRow)]
 struct Receiver {
@@ -241,7 +229,13 @@ impl Outbox {
     /// How long until the next pending event is due (at most 5 s, for events that other
     /// processes add).
     async fn until_next_due(&self) -> anyhow::Result<Duration> {
-        let next: Option<i64> = sqlx::query_scalar(NEXT_DUE_SQL).fetch_one(&self.db.read).await?;
+        let next: Option<i64> = match &self.db.sqlite_read {
+            Some(readers) => readers
+                .run(|c| Ok(crate::store::sqlite::next_callback_due(c)?))
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the outbox: {:?}", e.code))?,
+            None => sqlx::query_scalar(NEXT_DUE_SQL).fetch_one(&self.db.read).await?,
+        };
         let ms = next.map_or(5_000, |at| (at - now_ms()).clamp(0, 5_000));
         Ok(Duration::from_millis(ms as u64))
     }
@@ -251,11 +245,20 @@ impl Outbox {
     /// then claims them with an update that only succeeds on unclaimed rows.
     async fn claim(&self, free: usize) -> anyhow::Result<Vec<Claimed>> {
         let now = now_ms();
-        let candidates: Vec<(String, String)> = sqlx::query_as(CANDIDATES_SQL)
-            .bind(now)
-            .bind((free * 4 + 16) as i64)
-            .fetch_all(&self.db.read)
-            .await?;
+        let limit = (free * 4 + 16) as i64;
+        let candidates: Vec<(String, String)> = match &self.db.sqlite_read {
+            Some(readers) => readers
+                .run(move |c| Ok(crate::store::sqlite::callback_candidates(c, now, limit)?))
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the outbox: {:?}", e.code))?,
+            None => {
+                sqlx::query_as(CANDIDATES_SQL)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.db.read)
+                    .await?
+            }
+        };
         let chosen: Vec<String> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             let mut taken: HashMap<&str, usize> = HashMap::new();
@@ -335,12 +338,27 @@ impl Outbox {
 
     /// One attempt: send, then record the attempt and the event's next state.
     async fn try_deliver(&self, event: &Claimed) -> anyhow::Result<()> {
-        let receiver: Receiver = sqlx::query_as(
-            "SELECT callback_url, callback_basic_auth, callback_secrets, callback_disabled_at FROM clients WHERE id = $1",
-        )
-        .bind(&event.client_pk)
-        .fetch_one(&self.db.read)
-        .await?;
+        let receiver: Receiver = match &self.db.sqlite_read {
+            Some(readers) => {
+                let pk = event.client_pk.clone();
+                let (callback_url, callback_basic_auth, callback_secrets, callback_disabled_at) = readers
+                    .run(move |c| Ok(crate::store::sqlite::receiver(c, &pk)?))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading a receiver: {:?}", e.code))?;
+                Receiver {
+                    callback_url,
+                    callback_basic_auth,
+                    callback_secrets,
+                    callback_disabled_at,
+                }
+            }
+            None => {
+                sqlx::query_as(crate::store::outbox::RECEIVER_SQL)
+                    .bind(&event.client_pk)
+                    .fetch_one(&self.db.read)
+                    .await?
+            }
+        };
         let started = Instant::now();
         let sent = match (&receiver.callback_url, receiver.callback_disabled_at) {
             (_, Some(_)) => Sent::failed(GONE),

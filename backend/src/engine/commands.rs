@@ -18,12 +18,11 @@ use std::time::Duration;
 use crate::domain::command::{self as rules, Recipient};
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::callbacks;
-use crate::engine::devices::DeviceRow;
-use crate::engine::mailbox;
 use crate::engine::wake;
 use crate::engine::AppState;
 use crate::store::clients::Client;
 use crate::store::commands::{CommandRow, COLUMNS, OPEN};
+use crate::store::devices::DeviceRow;
 use crate::store::now_ms;
 use crate::store::sqlite::{self, NewCommand};
 
@@ -48,13 +47,23 @@ async fn fetch_for_update(state: &AppState, conn: &mut AnyConnection, id: &str) 
 
 /// A client's own command.
 pub async fn get(state: &AppState, client: &Client, id: &str) -> ApiResult<CommandRow> {
-    let row: Option<CommandRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM commands WHERE id = $1 AND client_pk = $2"
-    ))
-    .bind(id)
-    .bind(&client.pk)
-    .fetch_optional(&state.db.read)
-    .await?;
+    let row: Option<CommandRow> = match &state.db.sqlite_read {
+        Some(readers) => {
+            let (id, client_pk) = (id.to_owned(), client.pk.clone());
+            readers
+                .run(move |c| Ok(sqlite::client_command(c, &id, &client_pk)?))
+                .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM commands WHERE id = $1 AND client_pk = $2"
+            ))
+            .bind(id)
+            .bind(&client.pk)
+            .fetch_optional(&state.db.read)
+            .await?
+        }
+    };
     row.ok_or_else(|| ErrorCode::CommandNotFound.into())
 }
 
@@ -93,24 +102,43 @@ pub async fn create(
     // revoked in between gets a command it can no longer fetch: its requests are refused.)
     let user_id: String = match &recipient {
         Recipient::Device(device) => {
-            let user: Option<String> = sqlx::query_scalar(
-                "SELECT user_id FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(device.as_str())
-            .bind(&client.group_id)
-            .fetch_optional(&state.db.read)
-            .await?;
+            let user: Option<String> = match &state.db.sqlite_read {
+                Some(readers) => {
+                    let (device, group) = (device.as_str().to_owned(), client.group_id.clone());
+                    readers
+                        .run(move |c| Ok(sqlite::device_user(c, &device, &group)?))
+                        .await?
+                }
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT user_id FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(device.as_str())
+                    .bind(&client.group_id)
+                    .fetch_optional(&state.db.read)
+                    .await?
+                }
+            };
             user.ok_or(ErrorCode::DeviceNotFound)?
         }
         Recipient::User(user) => {
             if !is_provision {
-                let devices: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL",
-                )
-                .bind(&client.group_id)
-                .bind(user.as_str())
-                .fetch_one(&state.db.read)
-                .await?;
+                let devices: i64 =
+                    match &state.db.sqlite_read {
+                        Some(readers) => {
+                            let (group, user) = (client.group_id.clone(), user.as_str().to_owned());
+                            readers
+                                .run(move |c| Ok(sqlite::user_devices(c, &group, &user)?))
+                                .await?
+                        }
+                        None => sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM devices WHERE group_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(&client.group_id)
+                        .bind(user.as_str())
+                        .fetch_one(&state.db.read)
+                        .await?,
+                    };
                 if devices == 0 {
                     return Err(ErrorCode::UserHasNoDevice.into());
                 }
@@ -177,13 +205,13 @@ async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_some() && new.to_mailbox {
-        mailbox::append(
+        crate::store::mailbox::append(
             &mut tx,
             &new.group_id,
             &new.user_id,
             new.device_id.as_deref(),
             &new.id,
-            mailbox::Kind::Command,
+            crate::store::mailbox::Kind::Command,
             new.now,
         )
         .await?;
@@ -307,7 +335,16 @@ pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<Co
         if !row.is_provision() {
             let user = row.user_id.as_deref().ok_or(ErrorCode::Internal)?;
             let device = row.device_id.as_deref();
-            mailbox::append(&mut tx, &row.group_id, user, device, id, mailbox::Kind::Cancelled, now).await?;
+            crate::store::mailbox::append(
+                &mut tx,
+                &row.group_id,
+                user,
+                device,
+                id,
+                crate::store::mailbox::Kind::Cancelled,
+                now,
+            )
+            .await?;
         }
         let queued = callbacks::enqueue(&mut tx, &row, now).await?;
         tx.commit().await?;

@@ -3,39 +3,16 @@
 
 use axum::http::{HeaderMap, Method, Uri};
 use hermod_shared::signing::{self, DeviceSecret, SignatureError, SignedHeaders};
-use hermod_shared::wire::{rfc3339, DeviceView};
-use hermod_shared::{DeviceId, ErrorCode, UserId};
+use hermod_shared::ErrorCode;
 
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::AppState;
 use crate::store::clients::Client;
+use crate::store::devices::{DeviceRow, COLUMNS};
 use crate::store::now_ms;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeviceRow {
-    pub id: String,
-    pub group_id: String,
-    pub user_id: String,
-    pub name: Option<String>,
-    pub enrolled_at: i64,
-    pub last_seen_at: Option<i64>,
-}
-
-const COLUMNS: &str = "id, group_id, user_id, name, enrolled_at, last_seen_at";
 /// `last_seen_at` is written at most this often (ms) per device, to keep polls cheap.
 const LAST_SEEN_RESOLUTION_MS: i64 = 5_000;
-
-impl DeviceRow {
-    pub fn view(&self) -> DeviceView {
-        DeviceView {
-            device_id: DeviceId::parse(&self.id).expect("stored ids are valid"),
-            user_id: UserId::parse(&self.user_id).expect("stored user ids are valid"),
-            name: self.name.clone(),
-            enrolled_at: rfc3339(self.enrolled_at),
-            last_seen_at: self.last_seen_at.map(rfc3339),
-        }
-    }
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -58,12 +35,22 @@ pub async fn verify_request(
         header(headers, signing::HEADER_SIGNATURE),
     )
     .map_err(refuse)?;
-    let device: Option<DeviceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL"
-    ))
-    .bind(signed.device.as_str())
-    .fetch_optional(&state.db.read)
-    .await?;
+    let device: Option<DeviceRow> = match &state.db.sqlite_read {
+        Some(readers) => {
+            let id = signed.device.as_str().to_owned();
+            readers
+                .run(move |c| Ok(crate::store::sqlite::active_device(c, &id)?))
+                .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL"
+            ))
+            .bind(signed.device.as_str())
+            .fetch_optional(&state.db.read)
+            .await?
+        }
+    };
     // An unknown device is answered like a bad signature: ids are not to be probed.
     let device = device.ok_or_else(|| refuse(SignatureError::Mismatch))?;
     let secret = DeviceSecret::derive(&state.server_key, &signed.device);

@@ -9,15 +9,15 @@
 //! (A global identity column hands out values in one order and commits them in another.)
 
 use hermod_shared::wire::{MailboxEventKind, MailboxItem, MailboxPage};
-use sqlx::AnyConnection;
 use std::time::Duration;
 
 use crate::domain::error::ApiResult;
 use crate::engine::commands;
-use crate::engine::devices::DeviceRow;
 use crate::engine::wake;
 use crate::engine::AppState;
-use crate::store::commands::{CommandRow, COLUMNS};
+use crate::store::commands::CommandRow;
+use crate::store::devices::DeviceRow;
+use crate::store::mailbox::PAGE_SQL;
 use crate::store::now_ms;
 
 /// Most items in one page.
@@ -29,73 +29,6 @@ struct EventRow {
     kind: String,
     #[sqlx(flatten)]
     command: CommandRow,
-}
-
-/// What a mailbox event says.
-#[derive(Debug, Clone, Copy)]
-pub enum Kind {
-    Command,
-    Cancelled,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Command => "command",
-            Kind::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Appends an event to the mailbox of `user_id` in `group_id` (for one of its devices when
-/// `device_id` is given), numbered next in that mailbox, in the caller's transaction.
-pub async fn append(
-    conn: &mut AnyConnection,
-    group_id: &str,
-    user_id: &str,
-    device_id: Option<&str>,
-    command_id: &str,
-    kind: Kind,
-    now: i64,
-) -> sqlx::Result<()> {
-    const NEXT: &str = "INSERT INTO mailboxes (group_id, user_id, last_seq) VALUES ($1, $2, 1)
-         ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq";
-    if conn.backend_name() == "PostgreSQL" {
-        // One statement: the number and the event commit together even outside a transaction.
-        sqlx::query(&format!(
-            "WITH next AS ({NEXT})
-             INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
-             SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next"
-        ))
-        .bind(group_id)
-        .bind(user_id)
-        .bind(device_id)
-        .bind(command_id)
-        .bind(kind.as_str())
-        .bind(now)
-        .execute(conn)
-        .await?;
-    } else {
-        let seq: i64 = sqlx::query_scalar(NEXT)
-            .bind(group_id)
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(group_id)
-        .bind(user_id)
-        .bind(device_id)
-        .bind(command_id)
-        .bind(kind.as_str())
-        .bind(now)
-        .bind(seq)
-        .execute(conn)
-        .await?;
-    }
-    Ok(())
 }
 
 pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Duration) -> ApiResult<MailboxPage> {
@@ -135,29 +68,32 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
     }
 }
 
-/// A page of a device's mailbox: `$1` group, `$2` user, `$3` cursor, `$4` device, `$5` limit.
-pub static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("c.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT e.mailbox_seq AS seq, e.kind, {columns} FROM mailbox_events e JOIN commands c ON c.id = e.command_id
-         WHERE e.group_id = $1 AND e.user_id = $2 AND e.mailbox_seq > $3 AND (e.device_id IS NULL OR e.device_id = $4)
-         ORDER BY e.mailbox_seq LIMIT $5"
-    )
-});
-
 async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
-    let rows: Vec<EventRow> = sqlx::query_as(&PAGE_SQL)
-        .bind(&device.group_id)
-        .bind(&device.user_id)
-        .bind(cursor)
-        .bind(&device.id)
-        .bind(PAGE_SIZE)
-        .fetch_all(&state.db.read)
-        .await?;
+    let rows: Vec<EventRow> = match &state.db.sqlite_read {
+        Some(readers) => {
+            let (group, user, id) = (device.group_id.clone(), device.user_id.clone(), device.id.clone());
+            readers
+                .run(move |c| {
+                    Ok(crate::store::sqlite::mailbox_page(
+                        c, &group, &user, cursor, &id, PAGE_SIZE,
+                    )?)
+                })
+                .await?
+                .into_iter()
+                .map(|(seq, kind, command)| EventRow { seq, kind, command })
+                .collect()
+        }
+        None => {
+            sqlx::query_as(&PAGE_SQL)
+                .bind(&device.group_id)
+                .bind(&device.user_id)
+                .bind(cursor)
+                .bind(&device.id)
+                .bind(PAGE_SIZE)
+                .fetch_all(&state.db.read)
+                .await?
+        }
+    };
     let now = now_ms();
     let next = rows.last().map_or(cursor, |r| r.seq);
     let items = rows

@@ -122,30 +122,49 @@ pub fn group_id(tenant_id: &str, group: &str) -> String {
 /// The client a request authenticates as: its id must name an enabled client and its key one of
 /// that client's active keys (compared in constant time, also for an unknown id).
 pub async fn authenticate(db: &Db, cred: &ClientCredential) -> ApiResult<Client> {
-    let rows = sqlx::query(
-        "SELECT c.id, c.client_id, c.tenant_id, c.group_id, t.max_commands_per_second, k.id AS key_id, k.key_hash
-         FROM clients c JOIN client_keys k ON k.client_pk = c.id AND k.revoked_at IS NULL
-         JOIN tenants t ON t.id = c.tenant_id
-         WHERE c.client_id = $1 AND c.disabled_at IS NULL",
-    )
-    .bind(&cred.client_id)
-    .fetch_all(&db.read)
-    .await?;
-    let hashes = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>("key_hash"))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    let row = cred
+    let rows: Vec<super::sqlite::ClientKeyRow> = match &db.sqlite_read {
+        Some(readers) => {
+            let id = cred.client_id.clone();
+            readers.run(move |c| Ok(super::sqlite::client_keys(c, &id)?)).await?
+        }
+        None => {
+            let rows = sqlx::query(AUTHENTICATE_SQL)
+                .bind(&cred.client_id)
+                .fetch_all(&db.read)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                        r.try_get(6)?,
+                    ))
+                })
+                .collect::<sqlx::Result<_>>()?
+        }
+    };
+    let hashes: Vec<String> = rows.iter().map(|r| r.6.clone()).collect();
+    let (pk, client_id, tenant_id, group_id, rate, key_id, _) = cred
         .matching_key(&hashes)
-        .map(|i| &rows[i])
+        .map(|i| rows[i].clone())
         .ok_or(ErrorCode::InvalidCredentials)?;
-    let rate: Option<i64> = row.try_get("max_commands_per_second")?;
     Ok(Client {
-        pk: row.try_get("id")?,
-        client_id: row.try_get("client_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        group_id: row.try_get("group_id")?,
-        key_id: row.try_get("key_id")?,
+        pk,
+        client_id,
+        tenant_id,
+        group_id,
+        key_id,
         max_commands_per_second: rate.map(|r| r.clamp(0, i64::from(u32::MAX)) as u32),
     })
 }
+
+/// An enabled client's active keys, with what a request needs to know of the client.
+pub const AUTHENTICATE_SQL: &str =
+    "SELECT c.id, c.client_id, c.tenant_id, c.group_id, t.max_commands_per_second, k.id AS key_id, k.key_hash
+     FROM clients c JOIN client_keys k ON k.client_pk = c.id AND k.revoked_at IS NULL
+     JOIN tenants t ON t.id = c.tenant_id
+     WHERE c.client_id = $1 AND c.disabled_at IS NULL";

@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod clients;
 pub mod commands;
+pub mod devices;
+pub mod mailbox;
 pub mod outbox;
 pub mod sqlite;
 pub mod sqlite_writer;
@@ -31,6 +33,8 @@ pub struct Db {
     pub url: String,
     /// On SQLite, the writer thread the hot-path transitions go through (group commit).
     pub sqlite: Option<sqlite_writer::Writer>,
+    /// On SQLite, the reader threads the hot-path reads go through.
+    pub sqlite_read: Option<sqlite_writer::Readers>,
 }
 
 /// Why a receiver gets no more callbacks (its last answer was 410 Gone).
@@ -76,12 +80,14 @@ impl Db {
         let write = sqlite_pool(url, 1).await?;
         let read = sqlite_pool(url, 8).await?;
         let writer = sqlite_writer::Writer::open(&path).context("cannot open the SQLite writer")?;
+        let readers = sqlite_writer::Readers::open(&path, 2).context("cannot open the SQLite readers")?;
         Ok(Self {
             read,
             write,
             dialect: Dialect::Sqlite,
             url: url.to_owned(),
             sqlite: Some(writer),
+            sqlite_read: Some(readers),
         })
     }
 
@@ -98,6 +104,7 @@ impl Db {
             dialect: Dialect::Postgres,
             url: url.to_owned(),
             sqlite: None,
+            sqlite_read: None,
         })
     }
 

@@ -3,6 +3,18 @@
 
 use super::Db;
 
+/// When the next pending event is due.
+pub const NEXT_DUE_SQL: &str =
+    "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) \
+    FROM callback_events WHERE status = 'pending'";
+
+/// Due events, oldest first, none while an older one of its command is pending: `$1` now,
+/// `$2` limit. It walks `callback_events_pending`, which holds only pending events.
+pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk FROM callback_events e
+     WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
+       AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
+     ORDER BY e.seq LIMIT $2";
+
 /// An event a worker claimed for one delivery attempt.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Claimed {
@@ -41,6 +53,10 @@ pub struct Attempt {
     pub attempts: i64,
     pub next: Next,
 }
+
+/// Where a client's callbacks go: `$1` the client.
+pub const RECEIVER_SQL: &str =
+    "SELECT callback_url, callback_basic_auth, callback_secrets, callback_disabled_at FROM clients WHERE id = $1";
 
 pub const INSERT_ATTEMPT: &str =
     "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error) \

@@ -8,6 +8,7 @@ use hermod_shared::wire::CallbackEvent;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::commands::CommandRow;
+use super::devices::DeviceRow;
 use super::outbox::{self, Attempt, Claimed, Next};
 use super::random_id;
 use crate::domain::error::ApiError;
@@ -16,27 +17,7 @@ use crate::domain::error::ApiError;
 const COLUMNS: &str = super::commands::COLUMNS;
 
 fn command_row(r: &Row<'_>) -> rusqlite::Result<CommandRow> {
-    Ok(CommandRow {
-        id: r.get(0)?,
-        group_id: r.get(1)?,
-        client_pk: r.get(2)?,
-        command_type: r.get(3)?,
-        device_id: r.get(4)?,
-        user_id: r.get(5)?,
-        payload: r.get(6)?,
-        status: r.get(7)?,
-        result: r.get(8)?,
-        answered_by: r.get(9)?,
-        response_hash: r.get(10)?,
-        timeout_secs: r.get(11)?,
-        lifespan_secs: r.get(12)?,
-        created_at: r.get(13)?,
-        timeout_at: r.get(14)?,
-        expires_at: r.get(15)?,
-        completed_at: r.get(16)?,
-        idempotency_key: r.get(17)?,
-        request_hash: r.get(18)?,
-    })
+    OffsetRow { row: r, by: 0 }.command()
 }
 
 /// A command about to be written.
@@ -298,4 +279,145 @@ pub fn record_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- hot-path reads (on the reader threads) --------------------------------------------------
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        group_id: r.get(1)?,
+        user_id: r.get(2)?,
+        name: r.get(3)?,
+        enrolled_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+    })
+}
+
+/// An enrolled, unrevoked device.
+pub fn active_device(c: &Connection, id: &str) -> rusqlite::Result<Option<DeviceRow>> {
+    c.prepare_cached(&format!(
+        "SELECT {} FROM devices WHERE id = ?1 AND revoked_at IS NULL",
+        super::devices::COLUMNS
+    ))?
+    .query_row([id], device_row)
+    .optional()
+}
+
+/// The user of an active device of the group.
+pub fn device_user(c: &Connection, device_id: &str, group_id: &str) -> rusqlite::Result<Option<String>> {
+    c.prepare_cached("SELECT user_id FROM devices WHERE id = ?1 AND group_id = ?2 AND revoked_at IS NULL")?
+        .query_row([device_id, group_id], |r| r.get(0))
+        .optional()
+}
+
+/// How many active devices a user of the group has.
+pub fn user_devices(c: &Connection, group_id: &str, user_id: &str) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT COUNT(*) FROM devices WHERE group_id = ?1 AND user_id = ?2 AND revoked_at IS NULL")?
+        .query_row([group_id, user_id], |r| r.get(0))
+}
+
+/// A client's own command.
+pub fn client_command(c: &Connection, id: &str, client_pk: &str) -> rusqlite::Result<Option<CommandRow>> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE id = ?1 AND client_pk = ?2"
+    ))?
+    .query_row([id, client_pk], command_row)
+    .optional()
+}
+
+/// A page of a device's mailbox: (number, kind, command) after `cursor`.
+pub fn mailbox_page(
+    c: &Connection,
+    group_id: &str,
+    user_id: &str,
+    cursor: i64,
+    device_id: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<(i64, String, CommandRow)>> {
+    let mut stmt = c.prepare_cached(&crate::store::mailbox::PAGE_SQL)?;
+    let rows = stmt.query_map(params![group_id, user_id, cursor, device_id, limit], |r| {
+        // The page's columns: the number, the kind, then the command's columns.
+        let seq: i64 = r.get(0)?;
+        let kind: String = r.get(1)?;
+        let offset = OffsetRow { row: r, by: 2 };
+        Ok((seq, kind, offset.command()?))
+    })?;
+    rows.collect()
+}
+
+/// A row read from column `by` on, as a command.
+struct OffsetRow<'a, 'b> {
+    row: &'a Row<'b>,
+    by: usize,
+}
+
+impl OffsetRow<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, i: usize) -> rusqlite::Result<T> {
+        self.row.get(self.by + i)
+    }
+
+    fn command(&self) -> rusqlite::Result<CommandRow> {
+        Ok(CommandRow {
+            id: self.get(0)?,
+            group_id: self.get(1)?,
+            client_pk: self.get(2)?,
+            command_type: self.get(3)?,
+            device_id: self.get(4)?,
+            user_id: self.get(5)?,
+            payload: self.get(6)?,
+            status: self.get(7)?,
+            result: self.get(8)?,
+            answered_by: self.get(9)?,
+            response_hash: self.get(10)?,
+            timeout_secs: self.get(11)?,
+            lifespan_secs: self.get(12)?,
+            created_at: self.get(13)?,
+            timeout_at: self.get(14)?,
+            expires_at: self.get(15)?,
+            completed_at: self.get(16)?,
+            idempotency_key: self.get(17)?,
+            request_hash: self.get(18)?,
+        })
+    }
+}
+
+/// Due callback events, oldest first: (id, client).
+pub fn callback_candidates(c: &Connection, now: i64, limit: i64) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = c.prepare_cached(crate::store::outbox::CANDIDATES_SQL)?;
+    let rows = stmt.query_map(params![now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// When the next pending callback event is due.
+pub fn next_callback_due(c: &Connection) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached(crate::store::outbox::NEXT_DUE_SQL)?
+        .query_row([], |r| r.get(0))
+}
+
+/// An enabled client's active keys: (pk, client_id, tenant, group, rate quota, key id, key hash).
+pub type ClientKeyRow = (String, String, String, String, Option<i64>, String, String);
+
+pub fn client_keys(c: &Connection, client_id: &str) -> rusqlite::Result<Vec<ClientKeyRow>> {
+    let mut stmt = c.prepare_cached(super::clients::AUTHENTICATE_SQL)?;
+    let rows = stmt.query_map([client_id], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    })?;
+    rows.collect()
+}
+
+/// A client's callback receiver: (URL, basic auth, signing secrets, disabled at).
+pub type ReceiverRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
+
+pub fn receiver(c: &Connection, client_pk: &str) -> rusqlite::Result<ReceiverRow> {
+    c.prepare_cached(super::outbox::RECEIVER_SQL)?
+        .query_row([client_pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
 }

@@ -114,6 +114,62 @@ impl Writer {
     }
 }
 
+/// SQLite's readers: a few threads, each with its own connection (WAL lets them read while the
+/// writer writes), taking the hot-path reads from one queue. A read runs against the last
+/// commit; it never waits for the writer.
+#[derive(Clone)]
+pub struct Readers {
+    jobs: mpsc::Sender<ReadJob>,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sqlite::Readers")
+    }
+}
+
+impl Readers {
+    /// Opens `threads` read connections to the database file.
+    pub fn open(path: &Path, threads: usize) -> anyhow::Result<Self> {
+        let (jobs, inbox) = mpsc::channel::<ReadJob>();
+        let inbox = std::sync::Arc::new(std::sync::Mutex::new(inbox));
+        for n in 0..threads.max(1) {
+            let conn = Connection::open(path)?;
+            conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")?;
+            conn.set_prepared_statement_cache_capacity(64);
+            let inbox = std::sync::Arc::clone(&inbox);
+            std::thread::Builder::new()
+                .name(format!("hermod-sqlite-reader-{n}"))
+                .spawn(move || loop {
+                    // The lock is held only to take one job, never while running it.
+                    let job = inbox.lock().map(|rx| rx.recv());
+                    match job {
+                        Ok(Ok(job)) => job(&conn),
+                        _ => return,
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs the read `f` on a reader thread.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, ApiError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<R, ApiError>>();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| ApiError::from(ErrorCode::Internal))?;
+        rx.await.map_err(|_| ApiError::from(ErrorCode::Internal))?
+    }
+}
+
 fn run(conn: Connection, inbox: mpsc::Receiver<Job>) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
