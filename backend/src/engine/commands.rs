@@ -178,15 +178,24 @@ pub async fn create(
     Ok((row, false))
 }
 
-/// Writes a command and its mailbox event in one transaction (PostgreSQL).
+/// Writes a command and its mailbox event in one statement (PostgreSQL: one round trip). The
+/// mailbox number is taken under the mailbox row's lock in the same statement, so it commits
+/// with the event (see `engine::mailbox`).
 async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option<CommandRow>> {
-    let mut tx = state.db.begin_write().await?;
     let inserted: Option<CommandRow> = sqlx::query_as(&format!(
-        "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs, lifespan_secs,
-             created_at, timeout_at, expires_at, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (client_pk, idempotency_key) DO NOTHING
-         RETURNING {COLUMNS}"
+        "WITH c AS (
+             INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (client_pk, idempotency_key) DO NOTHING
+             RETURNING {COLUMNS}),
+         m AS (
+             INSERT INTO mailboxes (group_id, user_id, last_seq) SELECT group_id, $6, 1 FROM c WHERE $15
+             ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq),
+         e AS (
+             INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
+             SELECT $2, $6, $5, $1, 'command', $10, last_seq FROM m)
+         SELECT {COLUMNS} FROM c"
     ))
     .bind(&new.id)
     .bind(&new.group_id)
@@ -202,21 +211,9 @@ async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option
     .bind(new.now + new.lifespan_secs * 1000)
     .bind(&new.idempotency_key)
     .bind(&new.request_hash)
-    .fetch_optional(&mut *tx)
+    .bind(new.to_mailbox)
+    .fetch_optional(&state.db.write)
     .await?;
-    if inserted.is_some() && new.to_mailbox {
-        crate::store::mailbox::append(
-            &mut tx,
-            &new.group_id,
-            &new.user_id,
-            new.device_id.as_deref(),
-            &new.id,
-            crate::store::mailbox::Kind::Command,
-            new.now,
-        )
-        .await?;
-    }
-    tx.commit().await?;
     Ok(inserted)
 }
 
@@ -401,40 +398,42 @@ pub async fn respond(
         }
         return Ok(row);
     }
-    let mut tx = state.db.begin_write().await?;
-    let row = fetch_for_update(state, &mut tx, id)
-        .await?
-        .filter(|r| r.group_id == device.group_id)
-        .ok_or(ErrorCode::CommandNotFound)?;
-    let status = match rules::answer(
-        &row.facts(),
-        &device.id,
-        &device.user_id,
-        response.result,
-        body_hash,
-        now,
-    )? {
-        rules::Answer::Replay => return Ok(row),
-        rules::Answer::Final(status) => status,
-    };
-    let row: CommandRow = sqlx::query_as(&format!(
-        "UPDATE commands SET status = $1, result = $2, answered_by = $3, response_hash = $4, completed_at = $5
-         WHERE id = $6 AND status IN {OPEN}
-         RETURNING {COLUMNS}"
-    ))
-    .bind(status.as_str())
-    .bind(data)
-    .bind(&device.id)
-    .bind(body_hash)
-    .bind(now)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ErrorCode::Internal)?;
-    let queued = callbacks::enqueue(&mut tx, &row, now).await?;
-    tx.commit().await?;
-    after_final(state, &row, queued);
-    Ok(row)
+    // PostgreSQL: read, judge, then one statement that ends the command only if it is still
+    // open; if another answer or the timeout won in between, judge again on what it wrote.
+    loop {
+        let row = fetch(&mut *state.db.read.acquire().await?, id)
+            .await?
+            .filter(|r| r.group_id == device.group_id)
+            .ok_or(ErrorCode::CommandNotFound)?;
+        let status = match rules::answer(
+            &row.facts(),
+            &device.id,
+            &device.user_id,
+            response.result,
+            body_hash,
+            now,
+        )? {
+            rules::Answer::Replay => return Ok(row),
+            rules::Answer::Final(status) => status,
+        };
+        let (answer_by, result) = (Some(device.id.as_str()), Some(data.as_str()));
+        let (event_type, event) = row.ended(status, result, answer_by, Some(body_hash), now);
+        let done = crate::store::commands::finish(
+            &state.db,
+            id,
+            status,
+            result,
+            answer_by,
+            Some(body_hash),
+            now,
+            (&event_type, &event),
+        )
+        .await?;
+        if let Some((row, queued)) = done {
+            after_final(state, &row, queued);
+            return Ok(row);
+        }
+    }
 }
 
 fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {

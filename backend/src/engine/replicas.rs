@@ -10,6 +10,8 @@ use crate::engine::wake::Wakeups;
 use crate::store::Db;
 
 const CHANNEL: &str = "hermod_wake";
+/// A NOTIFY payload must stay under 8,000 bytes; keys are under 100.
+const NOTIFY_PAYLOAD_MAX: usize = 7_000;
 
 /// Starts the publisher and the listener; both run until the process ends.
 pub async fn connect(db: &Db, wakeups: &Arc<Wakeups>) -> anyhow::Result<()> {
@@ -20,10 +22,22 @@ pub async fn connect(db: &Db, wakeups: &Arc<Wakeups>) -> anyhow::Result<()> {
 
     let pool = db.write.clone();
     tokio::spawn(async move {
-        while let Some(key) = rx.recv().await {
+        // Everything woken since the last NOTIFY goes in the next one (keys one a line), so a
+        // burst costs a few statements rather than one per wake-up.
+        while let Some(first) = rx.recv().await {
+            let mut payload = first;
+            while payload.len() < NOTIFY_PAYLOAD_MAX {
+                match rx.try_recv() {
+                    Ok(key) => {
+                        payload.push('\n');
+                        payload.push_str(&key);
+                    }
+                    Err(_) => break,
+                }
+            }
             if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
-                .bind(&key)
+                .bind(&payload)
                 .execute(&pool)
                 .await
             {
@@ -37,7 +51,7 @@ pub async fn connect(db: &Db, wakeups: &Arc<Wakeups>) -> anyhow::Result<()> {
         loop {
             // PgListener reconnects by itself; after an error we only pause.
             match listener.recv().await {
-                Ok(n) => wakeups.wake_local(n.payload()),
+                Ok(n) => n.payload().lines().for_each(|key| wakeups.wake_local(key)),
                 Err(e) => {
                     tracing::warn!(error = %e, "wake-up listener failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;

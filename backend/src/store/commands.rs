@@ -109,3 +109,86 @@ impl CommandRow {
         }
     }
 }
+
+/// A command that ended, and whether its callback event is due for delivery.
+#[derive(Debug, sqlx::FromRow)]
+struct Finished {
+    #[sqlx(flatten)]
+    command: CommandRow,
+    event_status: Option<String>,
+}
+
+/// Ends an open command (PostgreSQL, one statement): the new state and the callback event it
+/// owes (`event` is its type and body, built from the state it ends in) commit together.
+/// `None` when the command was no longer open.
+#[allow(clippy::too_many_arguments)]
+pub async fn finish(
+    db: &super::Db,
+    id: &str,
+    status: CommandStatus,
+    result: Option<&str>,
+    answered_by: Option<&str>,
+    response_hash: Option<&str>,
+    now: i64,
+    event: (&str, &str),
+) -> sqlx::Result<Option<(CommandRow, bool)>> {
+    let finished: Option<Finished> = sqlx::query_as(&FINISH_PG)
+        .bind(status.as_str())
+        .bind(result)
+        .bind(answered_by)
+        .bind(response_hash)
+        .bind(now)
+        .bind(id)
+        .bind(super::random_id("msg_"))
+        .bind(event.0)
+        .bind(event.1)
+        .bind(super::GONE)
+        .fetch_optional(&db.write)
+        .await?;
+    Ok(finished.map(|f| (f.command, f.event_status.as_deref() == Some("pending"))))
+}
+
+static FINISH_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH done AS (
+             UPDATE commands SET status = $1, result = COALESCE($2, result), answered_by = COALESCE($3, answered_by),
+                 response_hash = COALESCE($4, response_hash), completed_at = $5
+             WHERE id = $6 AND status IN {OPEN}
+             RETURNING {COLUMNS}),
+         ev AS (
+             INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at, last_error)
+             SELECT $7, done.client_pk, done.id, $8, $9,
+                    CASE WHEN cl.callback_disabled_at IS NULL THEN 'pending' ELSE 'dead' END, $5, $5,
+                    CASE WHEN cl.callback_disabled_at IS NULL THEN NULL ELSE $10 END
+             FROM done JOIN clients cl ON cl.id = done.client_pk WHERE cl.callback_url IS NOT NULL
+             RETURNING status)
+         SELECT {COLUMNS}, (SELECT status FROM ev) AS event_status FROM done"
+    )
+});
+
+impl CommandRow {
+    /// This command as it is once ended in `status` at `now` (before it is written), and the
+    /// callback event (type, JSON body) that this end owes.
+    pub fn ended(
+        &self,
+        status: CommandStatus,
+        result: Option<&str>,
+        answered_by: Option<&str>,
+        response_hash: Option<&str>,
+        now: i64,
+    ) -> (String, String) {
+        let mut ended = self.clone();
+        ended.status = status.as_str().to_owned();
+        ended.result = result.map(str::to_owned).or(ended.result);
+        ended.answered_by = answered_by.map(str::to_owned).or(ended.answered_by);
+        ended.response_hash = response_hash.map(str::to_owned).or(ended.response_hash);
+        ended.completed_at = Some(now);
+        let event = hermod_shared::wire::CallbackEvent {
+            event_type: format!("command.{}", status.as_str()),
+            timestamp: rfc3339(now),
+            data: ended.view(now, None),
+        };
+        let body = serde_json::to_string(&event).expect("events serialise");
+        (event.event_type, body)
+    }
+}

@@ -1,6 +1,8 @@
 //! The callback outbox as stored: a claimed event, and one attempt's record with the event's
 //! next state (the PostgreSQL statements; SQLite's are in `sqlite.rs`).
 
+use std::sync::LazyLock;
+
 use super::Db;
 
 /// When the next pending event is due.
@@ -70,54 +72,49 @@ pub const DEAD: &str =
     "UPDATE callback_events SET status = 'dead', attempts = $1, claimed_until = 0, last_error = $2 WHERE id = $3";
 pub const DISABLE_RECEIVER: &str = "UPDATE clients SET callback_disabled_at = $1 WHERE id = $2";
 
-/// Logs an attempt and moves its event on, in one transaction (sqlx).
+/// Logs an attempt and moves its event on, in one statement (PostgreSQL: one round trip).
 pub async fn record(db: &Db, a: &Attempt) -> sqlx::Result<()> {
-    let mut tx = db.begin_write().await?;
-    sqlx::query(INSERT_ATTEMPT)
-        .bind(&a.event_id)
-        .bind(a.at)
-        .bind(a.status_code)
-        .bind(a.duration_ms)
-        .bind(&a.body)
-        .bind(&a.error)
-        .execute(&mut *tx)
-        .await?;
-    match &a.next {
-        Next::Delivered => {
-            sqlx::query(DELIVERED)
-                .bind(a.attempts)
-                .bind(a.at)
-                .bind(&a.event_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Next::Retry { at, last_error } => {
-            sqlx::query(RETRY)
-                .bind(a.attempts)
-                .bind(at)
-                .bind(last_error)
-                .bind(&a.event_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    let attempt = |sql: &'static str| {
+        sqlx::query(sql)
+            .bind(&a.event_id)
+            .bind(a.at)
+            .bind(a.status_code)
+            .bind(a.duration_ms)
+            .bind(&a.body)
+            .bind(&a.error)
+            .bind(a.attempts)
+    };
+    let query = match &a.next {
+        Next::Delivered => attempt(&DELIVERED_PG),
+        Next::Retry { at, last_error } => attempt(&RETRY_PG).bind(*at).bind(last_error.clone()),
         Next::Dead {
             last_error,
             disable_client,
-        } => {
-            sqlx::query(DEAD)
-                .bind(a.attempts)
-                .bind(last_error)
-                .bind(&a.event_id)
-                .execute(&mut *tx)
-                .await?;
-            if *disable_client {
-                sqlx::query(DISABLE_RECEIVER)
-                    .bind(a.at)
-                    .bind(&a.client_pk)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-    }
-    tx.commit().await
+        } => attempt(&DEAD_PG)
+            .bind(last_error.clone())
+            .bind(&a.client_pk)
+            .bind(*disable_client),
+    };
+    query.execute(&db.write).await?;
+    Ok(())
 }
+
+/// The attempt's insert, which each PostgreSQL statement below begins with: `$1` event, `$2`
+/// time, `$3` status code, `$4` duration, `$5` body, `$6` error; `$7` is the attempt count.
+const ATTEMPT_PG: &str = "WITH a AS (
+     INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error)
+     VALUES ($1, $2, $3, $4, $5, $6))";
+static DELIVERED_PG: LazyLock<String> = LazyLock::new(|| {
+    format!("{ATTEMPT_PG} UPDATE callback_events SET status = 'delivered', attempts = $7, delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1")
+});
+/// `$8` the next attempt's time, `$9` the last error.
+static RETRY_PG: LazyLock<String> = LazyLock::new(|| {
+    format!("{ATTEMPT_PG} UPDATE callback_events SET attempts = $7, next_attempt_at = $8, claimed_until = 0, last_error = $9 WHERE id = $1")
+});
+/// `$8` the last error, `$9` the client, `$10` whether its receiver is disabled now (410 Gone).
+static DEAD_PG: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{ATTEMPT_PG}, d AS (UPDATE clients SET callback_disabled_at = $2 WHERE id = $9 AND $10)
+         UPDATE callback_events SET status = 'dead', attempts = $7, claimed_until = 0, last_error = $8 WHERE id = $1"
+    )
+});
