@@ -35,61 +35,75 @@ pub async fn verify_request(
         header(headers, signing::HEADER_SIGNATURE),
     )
     .map_err(refuse)?;
-    let device: Option<DeviceRow> = match &state.db.sqlite_read {
-        Some(readers) => {
-            let id = signed.device.as_str().to_owned();
-            readers
-                .run(move |c| Ok(crate::store::sqlite::active_device(c, &id)?))
-                .await?
-        }
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL"
-            ))
-            .bind(signed.device.as_str())
-            .fetch_optional(&state.db.read)
-            .await?
-        }
-    };
-    // An unknown device is answered like a bad signature: ids are not to be probed.
-    let device = device.ok_or_else(|| refuse(SignatureError::Mismatch))?;
+    // The signature is checked first: the secret derives from the server key and the id the
+    // request names, so a request that is not the device's own touches no row, and an unknown
+    // device is answered like a wrong signature (ids are not to be probed).
     let secret = DeviceSecret::derive(&state.server_key, &signed.device);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let now = now_ms();
     let window = state.settings.devices.signature_window;
     signing::verify(&secret, &signed, method.as_str(), path, body, now / 1000, window).map_err(refuse)?;
     let expires_at = (signed.timestamp + window + 1) * 1000;
-    let seen_due = device
-        .last_seen_at
-        .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS);
-    let fresh = match &state.db.sqlite {
+    // Then one step: the device is enrolled and not revoked, and the nonce is new.
+    let found = match &state.db.sqlite {
         Some(writer) => {
-            let (id, nonce) = (device.id.clone(), signed.nonce.clone());
-            let seen = seen_due.then_some(now);
+            let (id, nonce) = (signed.device.as_str().to_owned(), signed.nonce.clone());
             writer
-                .run(move |c| Ok(crate::store::sqlite::use_nonce(c, &id, &nonce, expires_at, seen)?))
+                .run(move |c| {
+                    Ok(crate::store::sqlite::use_nonce(
+                        c,
+                        &id,
+                        &nonce,
+                        expires_at,
+                        now,
+                        LAST_SEEN_RESOLUTION_MS,
+                    )?)
+                })
                 .await?
         }
         None => {
-            let fresh = sqlx::query("INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (device_id, nonce) DO NOTHING")
-                .bind(&device.id)
+            let found: Option<(DeviceRow, bool)> = sqlx::query_as::<_, VerifiedDevice>(&USE_NONCE_PG)
+                .bind(signed.device.as_str())
                 .bind(&signed.nonce)
                 .bind(expires_at)
-                .execute(&state.db.write)
+                .fetch_optional(&state.db.write)
                 .await?
-                .rows_affected()
-                == 1;
-            if fresh && seen_due {
-                touch(state, &device, now).await?;
+                .map(|v| (v.device, v.fresh));
+            if let Some((device, true)) = &found {
+                if device
+                    .last_seen_at
+                    .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS)
+                {
+                    touch(state, device, now).await?;
+                }
             }
-            fresh
+            found
         }
     };
-    if !fresh {
-        return Err(refuse(SignatureError::Replayed));
+    match found {
+        None => Err(refuse(SignatureError::Mismatch)),
+        Some((_, false)) => Err(refuse(SignatureError::Replayed)),
+        Some((device, true)) => Ok(device),
     }
-    Ok(device)
 }
+
+#[derive(sqlx::FromRow)]
+struct VerifiedDevice {
+    #[sqlx(flatten)]
+    device: DeviceRow,
+    fresh: bool,
+}
+
+/// The enrolled device a request names, with its nonce recorded (`fresh` is false for a nonce
+/// seen before): `$1` device, `$2` nonce, `$3` when the nonce may be forgotten.
+static USE_NONCE_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH d AS (SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL),
+         n AS (INSERT INTO nonces (device_id, nonce, expires_at) SELECT id, $2, $3 FROM d
+               ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1)
+         SELECT {COLUMNS}, EXISTS (SELECT 1 FROM n) AS fresh FROM d"
+    )
+});
 
 async fn touch(state: &AppState, device: &DeviceRow, now: i64) -> ApiResult<()> {
     sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")

@@ -187,27 +187,31 @@ pub fn finish(
     }
 }
 
-/// Records a signed request's nonce; `false` when the device used it already (a replay).
-/// Also notes when the device was last seen, at most every `resolution_ms`.
+/// The enrolled device a verified request names, with its nonce recorded: `None` for no
+/// such device, `(device, false)` for a nonce it used already (a replay). Notes when the device
+/// was last seen, at most every `resolution_ms`.
 pub fn use_nonce(
     c: &Connection,
     device_id: &str,
     nonce: &str,
     expires_at: i64,
-    last_seen: Option<i64>,
-) -> rusqlite::Result<bool> {
+    now: i64,
+    resolution_ms: i64,
+) -> rusqlite::Result<Option<(DeviceRow, bool)>> {
+    let Some(device) = active_device(c, device_id)? else {
+        return Ok(None);
+    };
     let fresh = c
         .prepare_cached(
             "INSERT INTO nonces (device_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (device_id, nonce) DO NOTHING",
         )?
-        .execute(params![device_id, nonce, expires_at])?;
-    if fresh == 1 {
-        if let Some(now) = last_seen {
-            c.prepare_cached("UPDATE devices SET last_seen_at = ?1 WHERE id = ?2")?
-                .execute(params![now, device_id])?;
-        }
+        .execute(params![device_id, nonce, expires_at])?
+        == 1;
+    if fresh && device.last_seen_at.is_none_or(|seen| seen < now - resolution_ms) {
+        c.prepare_cached("UPDATE devices SET last_seen_at = ?1 WHERE id = ?2")?
+            .execute(params![now, device_id])?;
     }
-    Ok(fresh == 1)
+    Ok(Some((device, fresh)))
 }
 
 /// Marks fetched commands delivered; returns those that were pending.
