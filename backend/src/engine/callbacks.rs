@@ -15,7 +15,7 @@ use hermod_shared::wire::{rfc3339, CallbackAttempt, CallbackDelivery, CallbackEv
 use hermod_shared::CommandId;
 use rand::Rng;
 use sqlx::AnyConnection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,6 +129,26 @@ pub struct Outbox {
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
     /// Signalled when a delivery ends: a permit and a place at its receiver are free again.
     freed: Arc<Notify>,
+    /// Events claimed by this process and not yet recorded.
+    claimed: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A place in a receiver's bound of requests at once, given back when dropped.
+struct ReceiverSlot {
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    client_pk: String,
+}
+
+impl Drop for ReceiverSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        if let Some(n) = in_flight.get_mut(&self.client_pk) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.client_pk);
+            }
+        }
+    }
 }
 
 enum Outcome {
@@ -161,6 +181,7 @@ impl Outbox {
             wake,
             metrics,
             in_flight: Arc::default(),
+            claimed: Arc::default(),
             freed: Arc::default(),
         }
     }
@@ -246,7 +267,7 @@ impl Outbox {
     async fn claim(&self, free: usize) -> anyhow::Result<Vec<Claimed>> {
         let now = now_ms();
         let limit = (free * 4 + 16) as i64;
-        let candidates: Vec<(String, String)> = match &self.db.sqlite_read {
+        let candidates: Vec<Claimed> = match &self.db.sqlite_read {
             Some(readers) => readers
                 .run(move |c| Ok(crate::store::sqlite::callback_candidates(c, now, limit)?))
                 .await
@@ -259,16 +280,20 @@ impl Outbox {
                     .await?
             }
         };
-        let chosen: Vec<String> = {
+        let mut chosen: Vec<Claimed> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
-            let mut taken: HashMap<&str, usize> = HashMap::new();
+            let claimed = self.claimed.lock().expect("claimed lock");
+            let mut taken: HashMap<String, usize> = HashMap::new();
             let mut chosen = Vec::new();
-            for (id, client) in &candidates {
-                let busy =
-                    in_flight.get(client).copied().unwrap_or(0) + taken.get(client.as_str()).copied().unwrap_or(0);
+            for event in candidates {
+                if claimed.contains(&event.id) {
+                    continue;
+                }
+                let busy = in_flight.get(&event.client_pk).copied().unwrap_or(0)
+                    + taken.get(&event.client_pk).copied().unwrap_or(0);
                 if busy < self.settings.per_receiver_concurrency {
-                    *taken.entry(client).or_default() += 1;
-                    chosen.push(id.clone());
+                    *taken.entry(event.client_pk.clone()).or_default() += 1;
+                    chosen.push(event);
                     if chosen.len() == free {
                         break;
                     }
@@ -279,65 +304,54 @@ impl Outbox {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
-        let until = now + (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS;
-        let placeholders: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 3)).collect();
-        let ids = placeholders.join(", ");
-        // The guard (`claimed_until <= now`) makes a claim exclusive on both databases; on
-        // PostgreSQL, SKIP LOCKED also lets replicas claiming at once pass each other by.
-        let sql = match self.db.dialect {
-            crate::store::Dialect::Sqlite => format!(
-                "UPDATE callback_events SET claimed_until = $1
-                 WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})
-                 RETURNING id, client_pk, payload, attempts"
-            ),
-            crate::store::Dialect::Postgres => format!(
+        if self.db.sqlite.is_none() {
+            // Several replicas deliver from one PostgreSQL database: a claim in the database
+            // (`claimed_until`, taken only on unclaimed rows, SKIP LOCKED so replicas claiming
+            // at once pass each other by) makes each attempt one replica's. On SQLite there is
+            // one process, and the set of claimed ids in memory is the claim; a crash loses it,
+            // and the events go out again at the restart.
+            let until = now + (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS;
+            let placeholders: Vec<String> = (0..chosen.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
                 "UPDATE callback_events SET claimed_until = $1
                  WHERE id IN (SELECT id FROM callback_events
-                              WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({ids})
+                              WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({})
                               FOR UPDATE SKIP LOCKED)
-                 RETURNING id, client_pk, payload, attempts"
-            ),
-        };
-        let claimed = match &self.db.sqlite {
-            Some(writer) => writer
-                .run(move |c| Ok(crate::store::sqlite::claim_callbacks(c, &chosen, until, now)?))
-                .await
-                .map_err(|e| anyhow::anyhow!("claiming callbacks: {:?}", e.code))?,
-            None => {
-                let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
-                for id in &chosen {
-                    query = query.bind(id);
-                }
-                query.fetch_all(&self.db.write).await?
+                 RETURNING id, client_pk, payload, attempts",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
+            for event in &chosen {
+                query = query.bind(&event.id);
             }
-        };
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        for event in &claimed {
-            *in_flight.entry(event.client_pk.clone()).or_default() += 1;
+            chosen = query.fetch_all(&self.db.write).await?;
         }
-        Ok(claimed)
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        let mut claimed = self.claimed.lock().expect("claimed lock");
+        for event in &chosen {
+            *in_flight.entry(event.client_pk.clone()).or_default() += 1;
+            claimed.insert(event.id.clone());
+        }
+        Ok(chosen)
     }
 
     async fn deliver(&self, event: Claimed) {
-        if let Err(e) = self.try_deliver(&event).await {
+        let mut slot = Some(ReceiverSlot {
+            in_flight: Arc::clone(&self.in_flight),
+            client_pk: event.client_pk.clone(),
+        });
+        if let Err(e) = self.try_deliver(&event, &mut slot).await {
             tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
         }
-        {
-            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-            if let Some(n) = in_flight.get_mut(&event.client_pk) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(&event.client_pk);
-                }
-            }
-        }
+        drop(slot);
+        self.claimed.lock().expect("claimed lock").remove(&event.id);
         // The loop may be asleep until this event's claim ran out, or waiting for this
         // receiver's bound: let it look again.
         self.wake.notify_one();
     }
 
     /// One attempt: send, then record the attempt and the event's next state.
-    async fn try_deliver(&self, event: &Claimed) -> anyhow::Result<()> {
+    async fn try_deliver(&self, event: &Claimed, slot: &mut Option<ReceiverSlot>) -> anyhow::Result<()> {
         let receiver: Receiver = match &self.db.sqlite_read {
             Some(readers) => {
                 let pk = event.client_pk.clone();
@@ -366,6 +380,10 @@ impl Outbox {
             (Some(url), None) => self.send(url, &receiver, event).await,
         };
         let duration_ms = started.elapsed().as_millis() as i64;
+        // The receiver has answered: its place is free for the next request while this
+        // attempt is recorded (the event stays claimed until then).
+        drop(slot.take());
+        self.freed.notify_one();
         let attempts = event.attempts + 1;
         let outcome = self.outcome(&sent, attempts, receiver.callback_disabled_at.is_some());
         let now = now_ms();

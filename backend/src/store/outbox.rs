@@ -12,7 +12,7 @@ pub const NEXT_DUE_SQL: &str =
 
 /// Due events, oldest first, none while an older one of its command is pending: `$1` now,
 /// `$2` limit. It walks `callback_events_pending`, which holds only pending events.
-pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk FROM callback_events e
+pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts FROM callback_events e
      WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
        AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
      ORDER BY e.seq LIMIT $2";

@@ -226,31 +226,6 @@ pub fn mark_delivered(c: &Connection, ids: &[String]) -> rusqlite::Result<Vec<St
     Ok(changed)
 }
 
-/// Claims due callback events for one attempt each, until `until`; returns those still
-/// unclaimed and pending.
-pub fn claim_callbacks(c: &Connection, ids: &[String], until: i64, now: i64) -> rusqlite::Result<Vec<Claimed>> {
-    let mut stmt = c.prepare_cached(
-        "UPDATE callback_events SET claimed_until = ?1
-         WHERE id = ?3 AND status = 'pending' AND claimed_until <= ?2
-         RETURNING id, client_pk, payload, attempts",
-    )?;
-    let mut claimed = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = stmt
-            .query_row(params![until, now, id], |r| {
-                Ok(Claimed {
-                    id: r.get(0)?,
-                    client_pk: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempts: r.get(3)?,
-                })
-            })
-            .optional()?;
-        claimed.extend(row);
-    }
-    Ok(claimed)
-}
-
 /// Logs a delivery attempt and moves its event on (the same statements as `outbox::record`).
 pub fn record_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
     c.prepare_cached(outbox::INSERT_ATTEMPT)?.execute(params![
@@ -387,9 +362,16 @@ impl OffsetRow<'_, '_> {
 }
 
 /// Due callback events, oldest first: (id, client).
-pub fn callback_candidates(c: &Connection, now: i64, limit: i64) -> rusqlite::Result<Vec<(String, String)>> {
+pub fn callback_candidates(c: &Connection, now: i64, limit: i64) -> rusqlite::Result<Vec<Claimed>> {
     let mut stmt = c.prepare_cached(crate::store::outbox::CANDIDATES_SQL)?;
-    let rows = stmt.query_map(params![now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![now, limit], |r| {
+        Ok(Claimed {
+            id: r.get(0)?,
+            client_pk: r.get(1)?,
+            payload: r.get(2)?,
+            attempts: r.get(3)?,
+        })
+    })?;
     rows.collect()
 }
 
