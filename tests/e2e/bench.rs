@@ -29,4 +29,19 @@ fn the_quick_benchmark_completes_commands_loses_none_and_reports_the_floor_ratio
     assert!(hermod["outcome"]["completed"].as_u64().unwrap() > 0, "{hermod:#}");
     assert_eq!(hermod["outcome"]["lost"], 0, "{hermod:#}");
     assert!(hermod["ratio_to_floor"].as_f64().is_some_and(|r| r > 0.0), "{hermod:#}");
+    // The figures a script reads, one object per database.
+    let db = if on_postgres() { "postgres" } else { "sqlite" };
+    let summary = &report["e2e"][db];
+    for field in [
+        "cycles_per_second",
+        "floor_cycles_per_second",
+        "ratio_to_floor",
+        "server_cpu_ms_per_cycle",
+        "create_to_device_p99_ms",
+        "answer_to_callback_p99_ms",
+        "server_peak_rss_mb",
+    ] {
+        assert!(summary[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {summary:#}");
+    }
+    assert_eq!(summary["lost"], 0);
 }
