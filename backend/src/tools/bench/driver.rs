@@ -284,6 +284,7 @@ pub async fn run_load(
     track: &Arc<Track>,
     concurrency: usize,
     drain: Duration,
+    pace: Option<Duration>,
 ) -> LoadOutcome {
     let total = track.created.len();
     let pollers: Vec<JoinHandle<()>> = devices
@@ -297,49 +298,66 @@ pub async fn run_load(
     let next = Arc::new(AtomicUsize::new(0));
     let devices = Arc::new(devices.to_vec());
     let client_http = http_client();
-    let workers: Vec<JoinHandle<()>> = (0..concurrency.max(1))
-        .map(|_| {
-            let (http, track, next, devices) = (
+    let url = format!("{base}/command/authenticate");
+    let workers: Vec<JoinHandle<()>> = match pace {
+        // Open loop: one create every `interval`, whatever the server's pace (a soak).
+        Some(interval) => {
+            let (http, track, devices, url, key) = (
                 client_http.clone(),
                 Arc::clone(track),
-                Arc::clone(&next),
                 Arc::clone(&devices),
+                url.clone(),
+                api_key.to_owned(),
             );
-            let (url, key) = (format!("{base}/command/authenticate"), api_key.to_owned());
-            tokio::spawn(async move {
-                loop {
-                    let seq = next.fetch_add(1, Ordering::Relaxed);
-                    if seq >= total {
-                        return;
-                    }
-                    let device = &devices[seq % devices.len()];
-                    let (tx, rx) = oneshot::channel();
-                    track.waiters.lock().expect("lock").insert(seq, tx);
-                    track.created[seq].store(track.now(), Ordering::Release);
-                    let sent = http
-                        .post(&url)
-                        .header("x-api-key", &key)
-                        .json(&json!({ "device_id": device.state.device_id, "payload": { "seq": seq, "text": "Log in to the portal?" } }))
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(r) if r.status() == StatusCode::CREATED => {
-                            let _ = r.bytes().await;
-                            track.accepted[seq].store(true, Ordering::Release);
+            vec![tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let mut creates = Vec::new();
+                for seq in 0..total {
+                    tokio::time::sleep_until(start + interval * seq as u32).await;
+                    let (http, track, devices, url, key) = (
+                        http.clone(),
+                        Arc::clone(&track),
+                        Arc::clone(&devices),
+                        url.clone(),
+                        key.clone(),
+                    );
+                    creates.push(tokio::spawn(async move {
+                        create(&http, &url, &key, &devices[seq % devices.len()], seq, &track).await;
+                    }));
+                }
+                for c in creates {
+                    let _ = c.await;
+                }
+            })]
+        }
+        // Closed loop: each worker keeps one command in flight from its create to its callback.
+        None => (0..concurrency.max(1))
+            .map(|_| {
+                let (http, track, next, devices) = (
+                    client_http.clone(),
+                    Arc::clone(track),
+                    Arc::clone(&next),
+                    Arc::clone(&devices),
+                );
+                let (url, key) = (url.clone(), api_key.to_owned());
+                tokio::spawn(async move {
+                    loop {
+                        let seq = next.fetch_add(1, Ordering::Relaxed);
+                        if seq >= total {
+                            return;
                         }
-                        other => {
-                            if track.create_errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                                eprintln!("bench: a create failed: {:?}", other.map(|r| r.status()));
-                            }
+                        let (tx, rx) = oneshot::channel();
+                        track.waiters.lock().expect("lock").insert(seq, tx);
+                        if !create(&http, &url, &key, &devices[seq % devices.len()], seq, &track).await {
                             track.waiters.lock().expect("lock").remove(&seq);
                             continue;
                         }
+                        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
                     }
-                    let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
-                }
+                })
             })
-        })
-        .collect();
+            .collect(),
+    };
     for w in workers {
         let _ = w.await;
     }
@@ -407,6 +425,61 @@ pub async fn run_load(
         respond_errors: track.respond_errors.load(Ordering::Relaxed),
         poll_errors: track.poll_errors.load(Ordering::Relaxed),
     }
+}
+
+/// Creates command `seq` for `device`; `true` when it was accepted (201).
+async fn create(http: &reqwest::Client, url: &str, key: &str, device: &Device, seq: usize, track: &Track) -> bool {
+    track.created[seq].store(track.now(), Ordering::Release);
+    let sent = http
+        .post(url)
+        .header("x-api-key", key)
+        .json(
+            &json!({ "device_id": device.state.device_id, "payload": { "seq": seq, "text": "Log in to the portal?" } }),
+        )
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == StatusCode::CREATED => {
+            let _ = r.bytes().await;
+            track.accepted[seq].store(true, Ordering::Release);
+            true
+        }
+        other => {
+            if track.create_errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("bench: a create failed: {:?}", other.map(|r| r.status()));
+            }
+            false
+        }
+    }
+}
+
+/// Per window of `window` seconds (by creation time): commands completed, and answer →
+/// callback p50 and p99 (ms).
+pub fn windows(track: &Track, window: Duration) -> Vec<(usize, Option<Percentiles>)> {
+    let get = |v: &[AtomicU64], s: usize| v[s].load(Ordering::Acquire);
+    let width = window.as_micros() as u64;
+    let mut buckets: Vec<Vec<u64>> = Vec::new();
+    let first = (0..track.created.len())
+        .map(|s| get(&track.created, s))
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
+    for s in 0..track.created.len() {
+        let (created, responded, called) = (
+            get(&track.created, s),
+            get(&track.responded, s),
+            get(&track.called_back, s),
+        );
+        if created == 0 || responded == 0 || called == 0 {
+            continue;
+        }
+        let w = ((created - first) / width.max(1)) as usize;
+        if buckets.len() <= w {
+            buckets.resize(w + 1, Vec::new());
+        }
+        buckets[w].push(called.saturating_sub(responded));
+    }
+    buckets.into_iter().map(|b| (b.len(), Percentiles::of(b))).collect()
 }
 
 /// Idle long-polls: each device polls with `wait` and polls again when it returns.

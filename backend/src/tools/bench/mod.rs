@@ -61,6 +61,9 @@ pub enum Scenario {
     History,
     /// A callback receiver that fails every other call: nothing may be lost.
     Failing,
+    /// `--rate` commands a second for `--soak-minutes`: CPU per command and answer → callback
+    /// latency in the last five minutes against the first five. Not part of `all`.
+    Soak,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -92,6 +95,12 @@ pub struct BenchArgs {
     /// New idle long-polls started per second.
     #[arg(long, default_value_t = 2_000)]
     pub idle_ramp: usize,
+    /// Commands a second in the soak (an open loop: created on time whatever the server does).
+    #[arg(long, default_value_t = 60.0)]
+    pub rate: f64,
+    /// Minutes the soak lasts.
+    #[arg(long, default_value_t = 20)]
+    pub soak_minutes: u64,
     /// Run the end-to-end and history scenarios with a receiver failing every other call.
     #[arg(long)]
     pub failing_receiver: bool,
@@ -175,6 +184,29 @@ pub struct TargetCheck {
     pub met: Option<bool>,
 }
 
+/// A soak: per minute, commands completed, the server's CPU per command and answer → callback
+/// latency; and the last five minutes against the first five.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakResult {
+    pub db: DbKind,
+    pub rate: f64,
+    pub minutes: u64,
+    pub lost: usize,
+    pub per_minute: Vec<SoakMinute>,
+    /// Last five minutes over the first five (1.0 = unchanged).
+    pub cpu_per_command_ratio: Option<f64>,
+    pub callback_p50_ratio: Option<f64>,
+    pub callback_p99_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakMinute {
+    pub completed: usize,
+    pub server_cpu_ms_per_command: f64,
+    pub answer_to_callback_p50_ms: Option<f64>,
+    pub answer_to_callback_p99_ms: Option<f64>,
+}
+
 /// The end-to-end figures of one database, as a script reads them from `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct E2eSummary {
@@ -196,6 +228,7 @@ pub struct Report {
     pub minutes: f64,
     /// The end-to-end run of each database (`sqlite`, `postgres`), beside the floor's.
     pub e2e: std::collections::BTreeMap<String, E2eSummary>,
+    pub soak: Vec<SoakResult>,
     pub load: Vec<LoadResult>,
     pub idle: Vec<IdleResult>,
     pub targets: Vec<TargetCheck>,
@@ -368,7 +401,7 @@ async fn load_run(
         ));
         let (server_before, driver_before, wall) = (server.usage(), Usage::of_self(), Instant::now());
         let drain = Duration::from_secs(if failing { 40 } else { 20 });
-        let outcome = driver::run_load(&server.base, &api_key, &devices, &track, a.concurrency, drain).await;
+        let outcome = driver::run_load(&server.base, &api_key, &devices, &track, a.concurrency, drain, None).await;
         let wall = wall.elapsed();
         let (server_after, driver_after) = (server.usage(), Usage::of_self());
         let cpu = server_after.cpu.saturating_sub(server_before.cpu);
@@ -532,8 +565,24 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         progress(&format!("run folders kept in {}", root.display()));
     }
-    let (load, idle) = result?;
-    let targets = check_targets(&load, &idle);
+    let (load, idle, soak) = result?;
+    let mut targets = check_targets(&load, &idle);
+    for r in &soak {
+        for (what, ratio) in [
+            ("CPU per command", r.cpu_per_command_ratio),
+            ("answer → callback p50", r.callback_p50_ratio),
+            ("answer → callback p99", r.callback_p99_ratio),
+        ] {
+            targets.push(TargetCheck {
+                target: format!(
+                    "soak on {}: {what} in the last 5 minutes within 20 % of the first 5",
+                    r.db.name()
+                ),
+                measured: ratio.map_or("–".into(), |x| format!("{:+.0} %", (x - 1.0) * 100.0)),
+                met: ratio.map(|x| x <= 1.2),
+            });
+        }
+    }
     let floor = load.iter().find(|r| r.scenario == "e2e" && r.db.is_none());
     let e2e = load
         .iter()
@@ -560,6 +609,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .collect();
     let report = Report {
         e2e,
+        soak,
         command: std::env::args()
             .enumerate()
             .map(|(i, a)| if i == 0 { "hermod".to_owned() } else { a })
@@ -584,10 +634,113 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<IdleResult>)> {
+/// The soak: a constant rate for `--soak-minutes`, sampled each minute.
+async fn soak_run(ctx: &mut Ctx, kind: DbKind) -> anyhow::Result<SoakResult> {
+    let a = ctx.args.clone();
+    let label = format!("soak-{}", format!("{kind:?}").to_lowercase());
+    let dir = ctx.run_dir(&label)?;
+    let total = (a.rate * 60.0 * a.soak_minutes as f64) as usize;
+    progress(&format!(
+        "soak on {}: {} commands a second for {} minutes ({total} commands), {} devices",
+        kind.name(),
+        a.rate,
+        a.soak_minutes,
+        a.devices
+    ));
+    let track = Track::new(total, false, ctx.secret.clone());
+    let receiver = driver::start_receiver(std::sync::Arc::clone(&track)).await?;
+    let database = ctx.database(kind, &dir).await?;
+    let settings = ctx.settings(ctx.client(&receiver.url)?, &database.url);
+    let server = start_hermod(&dir, &settings)?;
+    let api_key = ctx.api_key();
+    let devices = driver::enrol_devices(&server.base, &api_key, a.devices, 16).await?;
+    // The server's CPU time at each minute, from when the first command goes out (the load
+    // waits for the devices' first polls: 500 ms and a millisecond a device).
+    let pid = server.pid;
+    let samples: std::sync::Arc<std::sync::Mutex<Vec<Duration>>> = std::sync::Arc::default();
+    let sampler = {
+        let samples = std::sync::Arc::clone(&samples);
+        let lead = Duration::from_millis(500 + devices.len() as u64);
+        tokio::spawn(async move {
+            tokio::time::sleep(lead).await;
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                samples.lock().expect("samples").push(Usage::of(pid).cpu);
+            }
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / a.rate.max(0.01));
+    let outcome = driver::run_load(
+        &server.base,
+        &api_key,
+        &devices,
+        &track,
+        1,
+        Duration::from_secs(20),
+        Some(interval),
+    )
+    .await;
+    sampler.abort();
+    drop(server);
+    drop(database);
+    let cpu = samples.lock().expect("samples").clone();
+    let per_minute: Vec<SoakMinute> = driver::windows(&track, Duration::from_secs(60))
+        .into_iter()
+        .enumerate()
+        .map(|(i, (completed, p))| {
+            let used = match (cpu.get(i), cpu.get(i + 1)) {
+                (Some(a), Some(b)) => b.saturating_sub(*a).as_secs_f64() * 1000.0,
+                _ => 0.0,
+            };
+            SoakMinute {
+                completed,
+                server_cpu_ms_per_command: if completed > 0 { used / completed as f64 } else { 0.0 },
+                answer_to_callback_p50_ms: p.map(|p| p.p50_ms),
+                answer_to_callback_p99_ms: p.map(|p| p.p99_ms),
+            }
+        })
+        .collect();
+    Ok(soak_summary(kind, &a, outcome.lost, per_minute))
+}
+
+fn soak_summary(db: DbKind, a: &BenchArgs, lost: usize, per_minute: Vec<SoakMinute>) -> SoakResult {
+    let span = 5.min(per_minute.len() / 2);
+    let mean = |xs: &[SoakMinute], f: &dyn Fn(&SoakMinute) -> Option<f64>| {
+        let v: Vec<f64> = xs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let ratio = |f: &dyn Fn(&SoakMinute) -> Option<f64>| {
+        if span == 0 {
+            return None;
+        }
+        let first = mean(&per_minute[..span], f)?;
+        let last = mean(&per_minute[per_minute.len() - span..], f)?;
+        (first > 0.0).then(|| last / first)
+    };
+    SoakResult {
+        db,
+        rate: a.rate,
+        minutes: a.soak_minutes,
+        lost,
+        cpu_per_command_ratio: ratio(&|m| (m.server_cpu_ms_per_command > 0.0).then_some(m.server_cpu_ms_per_command)),
+        callback_p50_ratio: ratio(&|m| m.answer_to_callback_p50_ms),
+        callback_p99_ratio: ratio(&|m| m.answer_to_callback_p99_ms),
+        per_minute,
+    }
+}
+
+async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<IdleResult>, Vec<SoakResult>)> {
     let a = ctx.args.clone();
     let wants = |s: Scenario| a.scenario == Scenario::All || a.scenario == s;
     let failing_everywhere = a.failing_receiver;
+    if a.scenario == Scenario::Soak {
+        let mut soak = Vec::new();
+        for &db in &a.db {
+            soak.push(soak_run(ctx, db).await?);
+        }
+        return Ok((Vec::new(), Vec::new(), soak));
+    }
     let mut load = Vec::new();
     let mut idle = Vec::new();
     let needs_floor = wants(Scenario::E2e) || wants(Scenario::History);
@@ -632,7 +785,7 @@ async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<Id
             r.ratio_to_floor = Some(r.outcome.per_second / f.outcome.per_second);
         }
     }
-    Ok((load, idle))
+    Ok((load, idle, Vec::new()))
 }
 
 fn check_targets(load: &[LoadResult], idle: &[IdleResult]) -> Vec<TargetCheck> {
