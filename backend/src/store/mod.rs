@@ -1,6 +1,9 @@
-//! The database: SQLite embedded (the default) or PostgreSQL, chosen by the URL's scheme,
-//! through sqlx's `Any` driver so that one set of queries (written with `$N` parameters) runs
-//! on both. Each dialect has its own migrations. Times are unix milliseconds.
+//! The store: SQLite embedded (the default) or PostgreSQL, chosen by the URL's scheme. Each
+//! dialect has its own migrations and, on the hot path, its own statements: SQLite's run on a
+//! writer thread with group commit and on reader threads (`sqlite.rs`, `sqlite_writer.rs`),
+//! PostgreSQL's are one or two statements a transition. Less frequent work (the admin API,
+//! tenants, listings) goes through sqlx's `Any` driver with `$N` parameters on both. Times are
+//! unix milliseconds. Nothing here knows of the engine or HTTP above it.
 
 pub mod audit;
 pub mod clients;
