@@ -86,7 +86,9 @@ const INSERTS_PER_TX: usize = 20;
 
 /// Writes `count` answered `authenticate` commands of the client, spread over the last day and
 /// kept in history for 30 days (past any run), addressed to 1,000 devices that are not the
-/// bench's. Returns the seconds it took.
+/// bench's, with every row a real history holds for them: each command's mailbox event, its
+/// delivered callback event and the attempt that delivered it, and an audit record for every
+/// tenth. Returns the seconds it took.
 pub async fn history(db: &Db, client_pk: &str, group_id: &str, count: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let now = now_ms();
@@ -101,36 +103,102 @@ pub async fn history(db: &Db, client_pk: &str, group_id: &str, count: u64) -> an
                 break;
             }
             let n = (count - written).min(ROWS_PER_INSERT as u64);
-            let mut sql = String::with_capacity(n as usize * 400);
-            sql.push_str(
-                "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
-                 response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash) VALUES ",
-            );
+            let mut commands = String::with_capacity(n as usize * 400);
+            let mut events = String::with_capacity(n as usize * 150);
+            let mut callbacks = String::with_capacity(n as usize * 250);
+            let mut attempts = String::with_capacity(n as usize * 100);
+            let mut audit = String::with_capacity(n as usize * 15);
             for i in 0..n {
                 let k = written + i;
                 let device = &history_devices[(k % 1000) as usize];
+                let user = k % 1000;
                 let created = now - 86_400_000 + (k as i64 * 86_400_000 / count.max(1) as i64);
                 let id = hermod_shared::CommandId::from_random(rand::random());
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "('{id}', '{group_id}', '{client_pk}', 'authenticate', '{device}', 'history-user-{user}', '{{\"text\":\"history\"}}', \
+                let event = format!("msg_hist{}", hex::encode(rand::random::<[u8; 12]>()));
+                let sep = if i > 0 { "," } else { "" };
+                commands.push_str(&format!(
+                    "{sep}('{id}', '{group_id}', '{client_pk}', 'authenticate', '{device}', 'history-user-{user}', '{{\"text\":\"history\"}}', \
                      'approved', '{{\"simulated\":true}}', '{device}', '{hash}', 120, 2592000, {created}, {timeout_at}, {expires_at}, {done}, NULL, '{hash}')",
-                    user = k % 1000,
                     hash = hex::encode(rand::random::<[u8; 32]>()),
                     timeout_at = created + 120_000,
                     expires_at = created + 2_592_000_000,
                     done = created + 1_500,
                 ));
+                events.push_str(&format!(
+                    "{sep}('{group_id}', 'history-user-{user}', '{device}', '{id}', 'command', {created}, {seq})",
+                    seq = k / 1000 + 1
+                ));
+                callbacks.push_str(&format!(
+                    "{sep}('{event}', '{client_pk}', '{id}', 'command.approved', '{{\"type\":\"command.approved\"}}', 'delivered', 1, {done}, 0, {done}, {delivered})",
+                    done = created + 1_500,
+                    delivered = created + 1_510,
+                ));
+                attempts.push_str(&format!("{sep}('{event}', {at}, 204, 3)", at = created + 1_505));
+                if k % 10 == 0 {
+                    let a = if audit.is_empty() { "" } else { "," };
+                    audit.push_str(&format!(
+                        "{a}('default', {created}, 'client:bench', 'client.key.use', 'history', NULL, {seq})",
+                        seq = k / 10 + 1
+                    ));
+                }
             }
-            sqlx::query(&sql).execute(&mut *tx).await?;
+            sqlx::query(&format!(
+                "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
+                 response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash) VALUES {commands}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq) VALUES {events}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, attempts, next_attempt_at, \
+                 claimed_until, created_at, delivered_at) VALUES {callbacks}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms) VALUES {attempts}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            if !audit.is_empty() {
+                sqlx::query(&format!(
+                    "INSERT INTO audit_log (tenant_id, at, actor, action, target, detail, tenant_seq) VALUES {audit}"
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
             written += n;
         }
         tx.commit().await?;
     }
+    // The mailboxes and the audit log continue above what was seeded.
+    sqlx::query(
+        "INSERT INTO mailboxes (group_id, user_id, last_seq)
+         SELECT group_id, user_id, MAX(mailbox_seq) FROM mailbox_events WHERE true GROUP BY group_id, user_id
+         ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = excluded.last_seq",
+    )
+    .execute(&db.write)
+    .await?;
+    sqlx::query(
+        "INSERT INTO audit_cursors (tenant_id, last_seq) SELECT 'default', COALESCE(MAX(tenant_seq), 0) FROM audit_log WHERE true
+         ON CONFLICT (tenant_id) DO UPDATE SET last_seq = excluded.last_seq",
+    )
+    .execute(&db.write)
+    .await?;
     if db.dialect == crate::store::Dialect::Postgres {
-        sqlx::query("ANALYZE commands").execute(&db.write).await?;
+        for table in [
+            "commands",
+            "mailbox_events",
+            "callback_events",
+            "callback_attempts",
+            "audit_log",
+        ] {
+            sqlx::query(&format!("ANALYZE {table}")).execute(&db.write).await?;
+        }
     }
     Ok(started.elapsed().as_secs_f64())
 }
