@@ -1,5 +1,6 @@
-//! Hermod's backend: mailboxes, the command state machine, expiry, the callback outbox, and the
-//! `hermod` CLI (serve, migrate, gen-client, the device simulator).
+//! Hermod's backend, in layers that depend only downwards: `domain` (pure rules), `store` (SQL,
+//! both dialects), `engine` (transitions and background work), `http` (the API); `tools` (the
+//! benchmark, the receiver, client generation) and `cli` (the `hermod` command) on top.
 #![forbid(unsafe_code)]
 
 pub mod cli;

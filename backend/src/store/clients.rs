@@ -125,7 +125,9 @@ pub async fn authenticate(db: &Db, cred: &ClientCredential) -> ApiResult<Client>
     let rows: Vec<super::sqlite::ClientKeyRow> = match &db.sqlite_read {
         Some(readers) => {
             let id = cred.client_id.clone();
-            readers.run(move |c| Ok(super::sqlite::client_keys(c, &id)?)).await?
+            readers
+                .run(move |c| Ok(super::sqlite::client_keys(c, AUTHENTICATE_SQL, &id)?))
+                .await?
         }
         None => {
             let rows = sqlx::query(AUTHENTICATE_SQL)

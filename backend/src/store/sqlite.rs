@@ -384,8 +384,9 @@ pub fn next_callback_due(c: &Connection) -> rusqlite::Result<Option<i64>> {
 /// An enabled client's active keys: (pk, client_id, tenant, group, rate quota, key id, key hash).
 pub type ClientKeyRow = (String, String, String, String, Option<i64>, String, String);
 
-pub fn client_keys(c: &Connection, client_id: &str) -> rusqlite::Result<Vec<ClientKeyRow>> {
-    let mut stmt = c.prepare_cached(super::clients::AUTHENTICATE_SQL)?;
+/// (`sql` is the query both dialects share, `clients::AUTHENTICATE_SQL`.)
+pub fn client_keys(c: &Connection, sql: &str, client_id: &str) -> rusqlite::Result<Vec<ClientKeyRow>> {
+    let mut stmt = c.prepare_cached(sql)?;
     let rows = stmt.query_map([client_id], |r| {
         Ok((
             r.get(0)?,
