@@ -369,12 +369,10 @@ async fn counters_show_delivered_retried_and_dead_callbacks() {
     app.receiver.wait_for(Duration::from_secs(5), |_| true).await;
     app.receiver.fail_next(100);
     let id = approved_command(&app, &mut device, "vera").await;
-    for _ in 0..100 {
-        if event_status(&app, &id).await.0 == "dead" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), "the event is a dead letter", || async {
+        event_status(&app, &id).await.0 == "dead"
+    })
+    .await;
     let metrics = app
         .http
         .get(format!("{}/metrics", app.base))

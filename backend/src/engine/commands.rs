@@ -515,6 +515,19 @@ pub const FORGET_NONCES_SQL: &str = "DELETE FROM nonces WHERE expires_at <= $1";
 /// past their lifespan and nonces past the signature window. Safe to run concurrently.
 pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
     let now = now_ms();
+    if let Some(writer) = &state.db.sqlite {
+        let expired = writer
+            .run(move |c| Ok(sqlite::sweep(c, &DUE_SQL, FORGET_SQL, FORGET_NONCES_SQL, now)?))
+            .await
+            .map_err(|e| anyhow::anyhow!("sweeping: {:?}", e.code))?;
+        for (row, _) in &expired {
+            state.wakeups.wake(&wake::command_key(&row.id));
+        }
+        if expired.iter().any(|(_, queued)| *queued) {
+            state.outbox.notify_one();
+        }
+        return Ok(());
+    }
     let due: Vec<CommandRow> = sqlx::query_as(&DUE_SQL).bind(now).fetch_all(&state.db.write).await?;
     if !due.is_empty() {
         let mut expired = Vec::new();

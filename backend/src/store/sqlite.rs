@@ -214,6 +214,29 @@ pub fn use_nonce(
     Ok(Some((device, fresh)))
 }
 
+/// One sweep: ends the open commands past their timeout as expired (`due` selects them, at
+/// most a batch), each with its callback event; forgets commands past their lifespan and nonces
+/// past the signature window. Returns the expired commands and whether each owes a delivery.
+pub fn sweep(
+    c: &Connection,
+    due: &str,
+    forget: &str,
+    forget_nonces: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<(CommandRow, bool)>> {
+    let ids: Vec<String> = c
+        .prepare_cached(due)?
+        .query_map([now], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut expired = Vec::with_capacity(ids.len());
+    for id in ids {
+        expired.extend(finish(c, &id, "expired", None, None, None, now)?);
+    }
+    c.prepare_cached(forget)?.execute([now])?;
+    c.prepare_cached(forget_nonces)?.execute([now])?;
+    Ok(expired)
+}
+
 /// Marks fetched commands delivered; returns those that were pending.
 pub fn mark_delivered(c: &Connection, ids: &[String]) -> rusqlite::Result<Vec<String>> {
     let mut changed = Vec::new();
