@@ -75,6 +75,12 @@ impl Db {
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
         let path = options.get_filename().to_owned();
+        // The writer and reader threads each open the file: an in-memory database would be a
+        // different one on each connection. (sqlx gives one a file name; the URL tells.)
+        anyhow::ensure!(
+            !url.contains(":memory:") && !url.contains("mode=memory"),
+            "an in-memory SQLite database is not supported: name a file (sqlite://hermod.db)"
+        );
         drop(
             sqlx::SqlitePool::connect_with(options)
                 .await
@@ -194,5 +200,16 @@ impl From<sqlx::Error> for crate::domain::error::ApiError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "database error");
         hermod_shared::ErrorCode::Internal.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_with_a_clear_error() {
+        for url in ["sqlite::memory:", "sqlite://file.db?mode=memory"] {
+            let e = super::Db::connect(url).await.expect_err(url);
+            assert!(format!("{e:#}").contains("in-memory"), "{e:#}");
+        }
     }
 }
