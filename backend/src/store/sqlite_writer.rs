@@ -146,7 +146,13 @@ impl Readers {
                     // The lock is held only to take one job, never while running it.
                     let job = inbox.lock().map(|rx| rx.recv());
                     match job {
-                        Ok(Ok(job)) => job(&conn),
+                        Ok(Ok(job)) => {
+                            // A read that panics loses its own answer, not the thread.
+                            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+                            if ran.is_err() {
+                                tracing::error!("a read panicked");
+                            }
+                        }
                         _ => return,
                     }
                 })?;
@@ -197,7 +203,14 @@ fn commit(conn: &Connection, batch: Vec<Job>) -> Vec<(Reply, Result<(), String>)
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
         let savepoint = conn.execute_batch("SAVEPOINT job");
-        let (ok, reply) = job.run(conn);
+        // A transition that panics is rolled back alone; its caller, whose answer was dropped
+        // with it, gets an internal error, and the writer goes on with the others.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
+        let Ok((ok, reply)) = ran else {
+            tracing::error!("a transition panicked; it was rolled back");
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            continue;
+        };
         let closed = match (savepoint, ok) {
             (Ok(()), true) => conn.execute_batch("RELEASE job"),
             (Ok(()), false) => conn.execute_batch("ROLLBACK TO job; RELEASE job"),
@@ -270,6 +283,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(multiples, 0);
+    }
+
+    #[tokio::test]
+    async fn a_transition_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir);
+        let panicking = w
+            .run(|c| -> Result<(), ApiError> {
+                c.execute("INSERT INTO t (k, v) VALUES (7, 'x')", [])?;
+                panic!("a bug in a transition")
+            })
+            .await;
+        assert!(panicking.is_err());
+        let count: i64 = w
+            .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(count, 0, "its insert was rolled back, and the writer still answers");
     }
 
     #[tokio::test]
