@@ -19,14 +19,15 @@ async fn a_kill_under_load_loses_no_accepted_command_and_no_callback_owed() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new(dir.path()).await;
     let receiver = Receiver::start().await;
-    // A slow receiver, so that callbacks are owed (in the outbox, not yet delivered) at the kill.
+    // A slow receiver taking two callbacks at a time, so that callbacks are owed (in the
+    // outbox, not yet delivered) at the kill however fast the machine is.
     receiver.behave("/ws/hermod", Duration::from_millis(250), 204);
     let config = dir.path().join("hermod-conf.yml");
     std::fs::write(
         &config,
         format!(
             "server:\n  address: 127.0.0.1\nserver-key: {SERVER_KEY}\n\
-             callbacks:\n  request-timeout: 2\n  retry-schedule: [0.2, 0.5, 1]\n\
+             callbacks:\n  request-timeout: 2\n  per-receiver-concurrency: 2\n  retry-schedule: [0.2, 0.5, 1]\n\
              allowed-clients:\n  - client-id: idm\n    key: {IDM_KEY}\n    group: smartid\n    callback-url: {}\n",
             receiver.url
         ),
@@ -91,7 +92,7 @@ async fn a_kill_under_load_loses_no_accepted_command_and_no_callback_owed() {
 
     // Kill it mid-stream, once commands are flowing and callbacks are being delivered.
     eventually(Duration::from_secs(60), "load is flowing", || async {
-        answered.lock().unwrap().len() >= 150 && receiver.received().len() >= 50
+        answered.lock().unwrap().len() >= 150 && receiver.received().len() >= 10
     })
     .await;
     let mut first = first;

@@ -131,6 +131,10 @@ pub struct Outbox {
     freed: Arc<Notify>,
     /// Events claimed by this process and not yet recorded.
     claimed: Arc<Mutex<HashSet<String>>>,
+    /// Held while candidates are read and chosen, and to give a claim back: a delivery recorded
+    /// after the read began cannot leave `claimed` before the choice is made, so a candidate
+    /// read before its record is never taken as due again.
+    choosing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A place in a receiver's bound of requests at once, given back when dropped.
@@ -182,6 +186,7 @@ impl Outbox {
             metrics,
             in_flight: Arc::default(),
             claimed: Arc::default(),
+            choosing: Arc::default(),
             freed: Arc::default(),
         }
     }
@@ -265,6 +270,7 @@ impl Outbox {
     /// is pending (a command's callbacks arrive in order) and a receiver already at its bound;
     /// then claims them with an update that only succeeds on unclaimed rows.
     async fn claim(&self, free: usize) -> anyhow::Result<Vec<Claimed>> {
+        let _choosing = self.choosing.lock().await;
         let now = now_ms();
         let limit = (free * 4 + 16) as i64;
         let candidates: Vec<Claimed> = match &self.db.sqlite_read {
@@ -344,7 +350,10 @@ impl Outbox {
             tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
         }
         drop(slot);
-        self.claimed.lock().expect("claimed lock").remove(&event.id);
+        {
+            let _choosing = self.choosing.lock().await;
+            self.claimed.lock().expect("claimed lock").remove(&event.id);
+        }
         // The loop may be asleep until this event's claim ran out, or waiting for this
         // receiver's bound: let it look again.
         self.wake.notify_one();
