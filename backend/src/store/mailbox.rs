@@ -36,7 +36,8 @@ impl Kind {
 }
 
 /// Appends an event to the mailbox of `user_id` in `group_id` (for one of its devices when
-/// `device_id` is given), numbered next in that mailbox, in the caller's transaction.
+/// `device_id` is given), numbered next in that mailbox, in the caller's transaction
+/// (PostgreSQL).
 pub async fn append(
     conn: &mut AnyConnection,
     group_id: &str,
@@ -46,42 +47,22 @@ pub async fn append(
     kind: Kind,
     now: i64,
 ) -> sqlx::Result<()> {
-    const NEXT: &str = "INSERT INTO mailboxes (group_id, user_id, last_seq) VALUES ($1, $2, 1)
-         ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq";
-    if conn.backend_name() == "PostgreSQL" {
-        // One statement: the number and the event commit together even outside a transaction.
-        sqlx::query(&format!(
-            "WITH next AS ({NEXT})
-             INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
-             SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next"
-        ))
-        .bind(group_id)
-        .bind(user_id)
-        .bind(device_id)
-        .bind(command_id)
-        .bind(kind.as_str())
-        .bind(now)
-        .execute(conn)
-        .await?;
-    } else {
-        let seq: i64 = sqlx::query_scalar(NEXT)
-            .bind(group_id)
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(group_id)
-        .bind(user_id)
-        .bind(device_id)
-        .bind(command_id)
-        .bind(kind.as_str())
-        .bind(now)
-        .bind(seq)
-        .execute(conn)
-        .await?;
-    }
+    // One statement: the number and the event commit together even outside a transaction.
+    // (SQLite writes its mailbox events on the writer thread: `sqlite::append_mailbox`.)
+    sqlx::query(
+        "WITH next AS (
+             INSERT INTO mailboxes (group_id, user_id, last_seq) VALUES ($1, $2, 1)
+             ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq)
+         INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
+         SELECT $1, $2, $3, $4, $5, $6, last_seq FROM next",
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .bind(device_id)
+    .bind(command_id)
+    .bind(kind.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?;
     Ok(())
 }
