@@ -41,6 +41,7 @@ pub struct Settings {
     pub callbacks: CallbackSettings,
     pub edge: EdgeSettings,
     pub admin: AdminSettings,
+    pub egress: EgressSettings,
     /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
     /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
     pub server_key: Option<Secret>,
@@ -64,6 +65,7 @@ impl Default for Settings {
             callbacks: CallbackSettings::default(),
             edge: EdgeSettings::default(),
             admin: AdminSettings::default(),
+            egress: EgressSettings::default(),
             server_key: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
@@ -218,6 +220,20 @@ pub struct AdminSettings {
     pub operator_key: Option<Secret>,
 }
 
+/// Where Hermod's own outgoing requests (callbacks) may connect. Public addresses always; an
+/// internal one (loopback, private, CGNAT, link-local and metadata, unique-local, …) only when
+/// allowed here or named by a callback URL of this file. See `domain::egress`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct EgressSettings {
+    /// CIDRs (`10.20.0.0/16`) and hosts (`receiver.internal`, `receiver.internal:8443`) allowed
+    /// besides public addresses.
+    pub allow: Vec<String>,
+    /// Fixed addresses for names, used instead of DNS (like `curl --resolve`); the address is
+    /// still judged by the policy.
+    pub hosts: std::collections::BTreeMap<String, IpAddr>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CallbackSettings {
@@ -327,6 +343,9 @@ impl Settings {
                     c.client_id
                 );
             }
+        }
+        for entry in &self.egress.allow {
+            crate::domain::egress::Allowance::parse(entry).map_err(|e| anyhow::anyhow!("egress.allow: {e}"))?;
         }
         anyhow::ensure!(self.callbacks.concurrency > 0, "callbacks.concurrency must be positive");
         anyhow::ensure!(

@@ -223,10 +223,9 @@ pub struct CallbackAttempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
     pub duration_ms: i64,
-    /// The start of the receiver's answer (at most 4 KiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_body: Option<String>,
-    /// Why there was no answer (timeout, connection refused, TLS…).
+    /// Why there was no answer, coarsely: `timed out`, `connection failed`, `TLS handshake
+    /// failed`, `refused by the egress policy: …`. Never the receiver's body or a socket error
+    /// text (they would tell an attacker what listens where).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -309,6 +309,9 @@ pub fn test_settings(dir: &std::path::Path, receiver: &Receiver) -> Settings {
     s.commands.sweep_interval_ms = 50;
     s.callbacks.retry_schedule = vec![0.2, 0.4, 0.8];
     s.callbacks.request_timeout = 2.0;
+    // Tenants' receivers in the tests listen on loopback, which the egress policy refuses
+    // unless allowed.
+    s.egress.allow = vec!["127.0.0.1".into()];
     s.allowed_clients = vec![
         AllowedClient {
             client_id: "idm".into(),
@@ -398,6 +401,18 @@ impl TestApp {
             .http
             .get(format!("{}{path}", self.base))
             .header("x-api-key", creds.0.token())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, creds: &Creds, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", creds.0.token())
+            .json(&body)
             .send()
             .await
             .unwrap();

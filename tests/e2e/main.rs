@@ -11,6 +11,7 @@ mod cycle;
 mod durability;
 mod edge;
 mod edge_channel;
+mod egress;
 mod harness;
 mod isolation;
 mod ordering;

@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod egress;
 pub mod error;

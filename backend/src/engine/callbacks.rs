@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::CallbackSettings;
+use crate::engine::egress::{coarse_reason, Egress};
 use crate::engine::metrics::Metrics;
 use crate::store::commands::CommandRow;
 use crate::store::{now_ms, random_id, Db};
 
-/// Longest response body kept in the attempt log.
+/// Most of a receiver's answer read (then dropped): enough to keep a small answer's connection
+/// for the next delivery, never a large one in memory.
 const RESPONSE_BODY_LIMIT: usize = 4096;
 /// How long after a claim, beyond the request timeout, another worker may take the event over
 /// (when the claiming process died mid-attempt).
@@ -75,11 +77,11 @@ pub async fn enqueue(conn: &mut AnyConnection, row: &CommandRow, now: i64) -> sq
 }
 
 /// The HTTP client for callbacks: rustls with the system's roots plus every `.cer` (PEM) file
-/// in `cacerts`, one log line per certificate; redirects are not followed (a 3xx is a failure).
-pub fn http_client(settings: &CallbackSettings, cacerts: &Path) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .redirect(reqwest::redirect::Policy::none())
+/// in `cacerts`, one log line per certificate; redirects are not followed (a 3xx is a failure);
+/// every address it connects to has passed the egress policy.
+pub fn http_client(settings: &CallbackSettings, cacerts: &Path, egress: &Egress) -> anyhow::Result<reqwest::Client> {
+    let mut builder = egress
+        .client_builder()
         .timeout(Duration::from_secs_f64(settings.request_timeout))
         .connect_timeout(Duration::from_secs_f64(settings.request_timeout.min(5.0)))
         .user_agent(concat!("Hermod/", env!("CARGO_PKG_VERSION")));
@@ -115,13 +117,19 @@ struct Receiver {
     callback_basic_auth: Option<String>,
     callback_secrets: Option<String>,
     callback_disabled_at: Option<i64>,
+    /// `config` (the operator's file) or `api` (a tenant's).
+    source: String,
 }
 
 /// The delivery worker.
 #[derive(Clone)]
 pub struct Outbox {
     pub db: Db,
+    /// For tenants' receivers: held to the egress policy.
     pub http: reqwest::Client,
+    pub egress: Egress,
+    /// For the config file's clients: the operator named their receivers.
+    pub http_config: reqwest::Client,
     pub settings: Arc<CallbackSettings>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -164,7 +172,6 @@ enum Outcome {
 /// What one attempt came to.
 struct Sent {
     status_code: Option<u16>,
-    body: Option<String>,
     error: Option<String>,
     retry_after: Option<Duration>,
     overloaded: bool,
@@ -174,6 +181,8 @@ impl Outbox {
     pub fn new(
         db: Db,
         http: reqwest::Client,
+        egress: Egress,
+        http_config: reqwest::Client,
         settings: CallbackSettings,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
@@ -181,6 +190,8 @@ impl Outbox {
         Self {
             db,
             http,
+            egress,
+            http_config,
             settings: Arc::new(settings),
             wake,
             metrics,
@@ -364,7 +375,7 @@ impl Outbox {
         let receiver: Receiver = match &self.db.sqlite_read {
             Some(readers) => {
                 let pk = event.client_pk.clone();
-                let (callback_url, callback_basic_auth, callback_secrets, callback_disabled_at) = readers
+                let (callback_url, callback_basic_auth, callback_secrets, callback_disabled_at, source) = readers
                     .run(move |c| Ok(crate::store::sqlite::receiver(c, &pk)?))
                     .await
                     .map_err(|e| anyhow::anyhow!("reading a receiver: {:?}", e.code))?;
@@ -373,6 +384,7 @@ impl Outbox {
                     callback_basic_auth,
                     callback_secrets,
                     callback_disabled_at,
+                    source,
                 }
             }
             None => {
@@ -431,7 +443,6 @@ impl Outbox {
             at: now,
             status_code: sent.status_code.map(i64::from),
             duration_ms,
-            body: sent.body,
             error: sent.error,
             attempts,
             next,
@@ -473,9 +484,16 @@ impl Outbox {
     }
 
     async fn send(&self, url: &str, receiver: &Receiver, event: &Claimed) -> Sent {
+        let http = if receiver.source == "config" {
+            &self.http_config
+        } else {
+            if let Err(refusal) = self.egress.check(url) {
+                return Sent::failed(&refusal.to_string());
+            }
+            &self.http
+        };
         let timestamp = now_ms() / 1000;
-        let mut request = self
-            .http
+        let mut request = http
             .post(url)
             .header("content-type", "application/json")
             .header(webhook::HEADER_ID, &event.id)
@@ -497,41 +515,39 @@ impl Outbox {
             request = request.basic_auth(user, Some(password));
         }
         match request.body(event.payload.clone()).send().await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let code = response.status().as_u16();
                 let retry_after = response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                let mut body = response.text().await.unwrap_or_default();
-                if body.len() > RESPONSE_BODY_LIMIT {
-                    let mut end = RESPONSE_BODY_LIMIT;
-                    while !body.is_char_boundary(end) {
-                        end -= 1;
+                // Read a little of the answer, so a small one leaves its connection ready for
+                // the next delivery; a larger one is dropped with its connection unread, never
+                // held in memory. Nothing of it is kept.
+                let mut read = 0;
+                while read <= RESPONSE_BODY_LIMIT {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read += chunk.len(),
+                        _ => break,
                     }
-                    body.truncate(end);
                 }
                 Sent {
                     status_code: Some(code),
-                    body: Some(body),
                     error: None,
                     retry_after,
                     overloaded: code == 429,
                 }
             }
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                // reqwest's message may hold the URL; never the basic-auth password.
+                // The tenant sees a coarse reason; the operator's log has the cause (reqwest's
+                // text, without the URL: it may hold a password).
+                let reason = coarse_reason(&e);
+                let overloaded = e.is_timeout();
+                tracing::debug!(event = %event.id, client = %event.client_pk, error = %error_chain(&e.without_url()), "callback attempt failed");
                 Sent {
-                    overloaded: e.is_timeout(),
-                    ..Sent::failed(&format!("{kind}: {}", error_chain(&e)))
+                    overloaded,
+                    ..Sent::failed(reason)
                 }
             }
         }
@@ -542,7 +558,6 @@ impl Sent {
     fn failed(error: &str) -> Self {
         Self {
             status_code: None,
-            body: None,
             error: Some(error.to_owned()),
             retry_after: None,
             overloaded: false,
@@ -590,7 +605,6 @@ struct AttemptRow {
     attempted_at: i64,
     status_code: Option<i64>,
     duration_ms: i64,
-    response_body: Option<String>,
     error: Option<String>,
 }
 
@@ -601,7 +615,7 @@ async fn with_attempts(db: &Db, rows: Vec<EventRow>) -> sqlx::Result<Vec<Callbac
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let attempts: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT attempted_at, status_code, duration_ms, response_body, error FROM callback_attempts WHERE event_id = $1 ORDER BY id",
+            "SELECT attempted_at, status_code, duration_ms, error FROM callback_attempts WHERE event_id = $1 ORDER BY id",
         )
         .bind(&row.id)
         .fetch_all(&db.read)
@@ -627,7 +641,6 @@ async fn with_attempts(db: &Db, rows: Vec<EventRow>) -> sqlx::Result<Vec<Callbac
                     at: rfc3339(a.attempted_at),
                     status_code: a.status_code.map(|c| c as u16),
                     duration_ms: a.duration_ms,
-                    response_body: a.response_body,
                     error: a.error,
                 })
                 .collect(),

@@ -8,6 +8,7 @@
 pub mod callbacks;
 pub mod commands;
 pub mod devices;
+pub mod egress;
 pub mod mailbox;
 pub mod metrics;
 pub mod replicas;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When each key's use was last written to the audit log.
     pub key_use: Arc<crate::store::audit::KeyUse>,
+    /// The egress policy callbacks (and a tenant's callback URL) are held to.
+    pub egress: crate::engine::egress::Egress,
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -215,6 +215,9 @@ pub async fn create_client(
 ) -> ApiResult<Created<ClientCreated>> {
     admin.require_tenant(&tenant)?;
     let req: CreateClient = extract::json(&headers, &body, false)?;
+    if let Some(url) = &req.callback_url {
+        crate::engine::egress::check_tenant_url(&state.egress, url)?;
+    }
     let created = tenants::create_client(&state.db, &tenant, req, &admin.actor()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -271,6 +274,9 @@ pub async fn update_client(
 ) -> ApiResult<Json<ClientView>> {
     admin.require_tenant(&tenant)?;
     let req: UpdateClient = extract::json(&headers, &body, false)?;
+    if let Some(Some(url)) = &req.callback_url {
+        crate::engine::egress::check_tenant_url(&state.egress, url)?;
+    }
     Ok(Json(
         tenants::update_client(&state.db, &tenant, &client, req, &admin.actor()).await?,
     ))

@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::domain::error::ApiError;
 use crate::engine::callbacks::{self, Outbox};
 use crate::engine::commands;
+use crate::engine::egress::Egress;
 use crate::engine::metrics::Metrics;
 use crate::engine::wake::Wakeups;
 use crate::engine::AppState;
@@ -42,7 +43,13 @@ impl Application {
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
         let server_key = db.server_key(settings.server_key.as_ref().map(|k| k.expose())).await?;
-        let http = callbacks::http_client(&settings.callbacks, &settings.cacerts)?;
+        let egress = Egress::from_settings(&settings.egress)?;
+        let http = callbacks::http_client(&settings.callbacks, &settings.cacerts, &egress)?;
+        let http_config = callbacks::http_client(
+            &settings.callbacks,
+            &settings.cacerts,
+            &Egress::unrestricted(&settings.egress)?,
+        )?;
         let listener = TcpListener::bind(SocketAddr::new(settings.server.address, settings.server.port)).await?;
         let port = listener.local_addr()?.port();
         let public_url = settings
@@ -63,10 +70,13 @@ impl Application {
             outbox: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::default()),
             key_use: Arc::default(),
+            egress: egress.clone(),
         };
         let outbox = Outbox::new(
             db.clone(),
             http,
+            egress,
+            http_config,
             settings.callbacks.clone(),
             Arc::clone(&state.outbox),
             Arc::clone(&state.metrics),

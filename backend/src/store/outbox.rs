@@ -49,7 +49,6 @@ pub struct Attempt {
     pub at: i64,
     pub status_code: Option<i64>,
     pub duration_ms: i64,
-    pub body: Option<String>,
     pub error: Option<String>,
     /// Attempts made, this one included.
     pub attempts: i64,
@@ -58,11 +57,11 @@ pub struct Attempt {
 
 /// Where a client's callbacks go: `$1` the client.
 pub const RECEIVER_SQL: &str =
-    "SELECT callback_url, callback_basic_auth, callback_secrets, callback_disabled_at FROM clients WHERE id = $1";
+    "SELECT callback_url, callback_basic_auth, callback_secrets, callback_disabled_at, source FROM clients WHERE id = $1";
 
 pub const INSERT_ATTEMPT: &str =
-    "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+    "INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, error) \
+     VALUES ($1, $2, $3, $4, $5)";
 pub const DELIVERED: &str =
     "UPDATE callback_events SET status = 'delivered', attempts = $1, delivered_at = $2, claimed_until = 0, \
      last_error = NULL WHERE id = $3";
@@ -80,7 +79,6 @@ pub async fn record(db: &Db, a: &Attempt) -> sqlx::Result<()> {
             .bind(a.at)
             .bind(a.status_code)
             .bind(a.duration_ms)
-            .bind(&a.body)
             .bind(&a.error)
             .bind(a.attempts)
     };
@@ -100,21 +98,22 @@ pub async fn record(db: &Db, a: &Attempt) -> sqlx::Result<()> {
 }
 
 /// The attempt's insert, which each PostgreSQL statement below begins with: `$1` event, `$2`
-/// time, `$3` status code, `$4` duration, `$5` body, `$6` error; `$7` is the attempt count.
+/// time, `$3` status code, `$4` duration, `$5` error; `$6` is the attempt count. The receiver's
+/// answer body is never kept: a tenant must not read what an address answered (SSRF).
 const ATTEMPT_PG: &str = "WITH a AS (
-     INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, response_body, error)
-     VALUES ($1, $2, $3, $4, $5, $6))";
+     INSERT INTO callback_attempts (event_id, attempted_at, status_code, duration_ms, error)
+     VALUES ($1, $2, $3, $4, $5))";
 static DELIVERED_PG: LazyLock<String> = LazyLock::new(|| {
-    format!("{ATTEMPT_PG} UPDATE callback_events SET status = 'delivered', attempts = $7, delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1")
+    format!("{ATTEMPT_PG} UPDATE callback_events SET status = 'delivered', attempts = $6, delivered_at = $2, claimed_until = 0, last_error = NULL WHERE id = $1")
 });
-/// `$8` the next attempt's time, `$9` the last error.
+/// `$7` the next attempt's time, `$8` the last error.
 static RETRY_PG: LazyLock<String> = LazyLock::new(|| {
-    format!("{ATTEMPT_PG} UPDATE callback_events SET attempts = $7, next_attempt_at = $8, claimed_until = 0, last_error = $9 WHERE id = $1")
+    format!("{ATTEMPT_PG} UPDATE callback_events SET attempts = $6, next_attempt_at = $7, claimed_until = 0, last_error = $8 WHERE id = $1")
 });
-/// `$8` the last error, `$9` the client, `$10` whether its receiver is disabled now (410 Gone).
+/// `$7` the last error, `$8` the client, `$9` whether its receiver is disabled now (410 Gone).
 static DEAD_PG: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{ATTEMPT_PG}, d AS (UPDATE clients SET callback_disabled_at = $2 WHERE id = $9 AND $10)
-         UPDATE callback_events SET status = 'dead', attempts = $7, claimed_until = 0, last_error = $8 WHERE id = $1"
+        "{ATTEMPT_PG}, d AS (UPDATE clients SET callback_disabled_at = $2 WHERE id = $8 AND $9)
+         UPDATE callback_events SET status = 'dead', attempts = $6, claimed_until = 0, last_error = $7 WHERE id = $1"
     )
 });

@@ -256,7 +256,6 @@ pub fn record_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         a.at,
         a.status_code,
         a.duration_ms,
-        a.body,
         a.error
     ])?;
     match &a.next {
@@ -425,9 +424,11 @@ pub fn client_keys(c: &Connection, sql: &str, client_id: &str) -> rusqlite::Resu
 }
 
 /// A client's callback receiver: (URL, basic auth, signing secrets, disabled at).
-pub type ReceiverRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
+pub type ReceiverRow = (Option<String>, Option<String>, Option<String>, Option<i64>, String);
 
 pub fn receiver(c: &Connection, client_pk: &str) -> rusqlite::Result<ReceiverRow> {
     c.prepare_cached(super::outbox::RECEIVER_SQL)?
-        .query_row([client_pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([client_pk], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
 }
