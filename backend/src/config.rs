@@ -42,6 +42,8 @@ pub struct Settings {
     pub edge: EdgeSettings,
     pub admin: AdminSettings,
     pub egress: EgressSettings,
+    #[serde(alias = "longPolls")]
+    pub long_polls: LongPollSettings,
     /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
     /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
     pub server_key: Option<Secret>,
@@ -66,6 +68,7 @@ impl Default for Settings {
             edge: EdgeSettings::default(),
             admin: AdminSettings::default(),
             egress: EgressSettings::default(),
+            long_polls: LongPollSettings::default(),
             server_key: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
@@ -80,6 +83,18 @@ pub struct ServerSettings {
     pub address: IpAddr,
     pub port: u16,
     pub ssl: SslSettings,
+    /// Connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address. Behind a reverse proxy or a large NAT,
+    /// raise it (every connection then comes from a few addresses).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (and to finish a TLS handshake); also
+    /// how long an idle keep-alive connection stays open.
+    pub header_read_timeout: f64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub body_read_timeout: f64,
+    /// Seconds requests in flight get to finish at shutdown before their connections close.
+    pub shutdown_grace: f64,
 }
 
 impl Default for ServerSettings {
@@ -88,6 +103,11 @@ impl Default for ServerSettings {
             address: IpAddr::from([0, 0, 0, 0]),
             port: 8080,
             ssl: SslSettings::default(),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            header_read_timeout: 10.0,
+            body_read_timeout: 15.0,
+            shutdown_grace: 10.0,
         }
     }
 }
@@ -218,6 +238,28 @@ pub struct AdminSettings {
     /// `Authorization: Bearer`: it creates tenants and sets their quotas. Without it, only
     /// tenant admin tokens work and no tenant can be created.
     pub operator_key: Option<Secret>,
+}
+
+/// Caps on long-polls (see `engine::longpoll` for what happens at each).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct LongPollSettings {
+    /// Long-polls open at once; one more is refused with 503 and `Retry-After`.
+    pub max: usize,
+    /// Long-polls of one device; a newer one releases its oldest (answered at once).
+    pub per_device: usize,
+    /// Status long-polls of one client; one more is refused with 429 and `Retry-After`.
+    pub per_client: usize,
+}
+
+impl Default for LongPollSettings {
+    fn default() -> Self {
+        Self {
+            max: 8_000,
+            per_device: 2,
+            per_client: 200,
+        }
+    }
 }
 
 /// Where Hermod's own outgoing requests (callbacks) may connect. Public addresses always; an
@@ -362,6 +404,25 @@ impl Settings {
             anyhow::ensure!(
                 key.expose().len() >= 32,
                 "admin.operator-key must hold at least 32 characters"
+            );
+        }
+        let server = &self.server;
+        anyhow::ensure!(
+            server.max_connections > 0 && server.max_connections_per_ip > 0,
+            "server.max-connections and server.max-connections-per-ip must be positive"
+        );
+        anyhow::ensure!(
+            self.long_polls.max > 0 && self.long_polls.per_device > 0 && self.long_polls.per_client > 0,
+            "long-polls.max, long-polls.per-device and long-polls.per-client must be positive"
+        );
+        for (name, secs) in [
+            ("server.header-read-timeout", server.header_read_timeout),
+            ("server.body-read-timeout", server.body_read_timeout),
+            ("server.shutdown-grace", server.shutdown_grace),
+        ] {
+            anyhow::ensure!(
+                secs.is_finite() && secs > 0.0 && secs <= 3600.0,
+                "{name} must be a number of seconds in (0, 3600]"
             );
         }
         if self.server.ssl.enabled {

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     Forbidden,
     Conflict,
+    /// Hermod cannot serve this now (its database is unreachable, or a cap of long-polls is
+    /// reached): retry after `Retry-After`.
+    Unavailable,
     Internal,
 }
 
@@ -57,6 +60,7 @@ impl ErrorCode {
             IdempotencyConflict => 422,
             RateLimited | QuotaExceeded => 429,
             Internal => 500,
+            Unavailable => 503,
         }
     }
 
@@ -90,6 +94,7 @@ impl ErrorCode {
             Forbidden => "forbidden",
             Conflict => "conflict",
             Internal => "internal",
+            Unavailable => "unavailable",
         }
     }
 
@@ -124,6 +129,7 @@ impl ErrorCode {
             Forbidden => "These credentials may not do this",
             Conflict => "This conflicts with what exists",
             Internal => "Internal server error",
+            Unavailable => "Temporarily unavailable: retry after Retry-After",
         }
     }
 }

@@ -117,15 +117,17 @@ impl Receiver {
         let router = axum::Router::new()
             .route("/{*path}", axum::routing::post(receive))
             .with_state(Arc::clone(&state));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://localhost:{}/ws/hermod", listener.local_addr().unwrap().port());
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(pki.server_config());
-        tokio::spawn(async move {
-            axum_server::from_tcp_rustls(listener, tls)
-                .serve(router.into_make_service())
-                .await
-        });
+        let limits = hermod::http::listener::ConnectionLimits::from_settings(&Default::default());
+        tokio::spawn(hermod::http::listener::serve(
+            listener,
+            Some(pki.server_config()),
+            router,
+            limits,
+            Default::default(),
+            std::future::pending(),
+        ));
         Self { url, state }
     }
 

@@ -275,8 +275,12 @@ pub async fn wait_for_change(state: &AppState, client: &Client, id: &str, wait: 
     }
     let until_timeout = Duration::from_millis((row.timeout_at - now_ms()).max(0) as u64);
     let deadline = tokio::time::Instant::now() + wait.min(until_timeout);
+    let mut place = state
+        .long_polls
+        .enter(crate::engine::longpoll::Holder::Client(client.pk.clone()))?;
     loop {
         tokio::select! {
+            () = place.released() => return get(state, client, id).await,
             _ = sub.changed() => {
                 let row = get(state, client, id).await?;
                 if row.status_at(now_ms()) != first {

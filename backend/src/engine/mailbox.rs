@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::domain::error::ApiResult;
 use crate::engine::commands;
+use crate::engine::longpoll::Holder;
 use crate::engine::wake;
 use crate::engine::AppState;
 use crate::store::commands::CommandRow;
@@ -37,6 +38,12 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
         .wakeups
         .subscribe(wake::user_key(&device.group_id, &device.user_id));
     let deadline = tokio::time::Instant::now() + wait;
+    let mut place = if wait.is_zero() {
+        None
+    } else {
+        Some(state.long_polls.enter(Holder::Device(device.id.clone()))?)
+    };
+    let mut released = false;
     let mut cursor = cursor;
     loop {
         let (items, next) = read(state, device, cursor).await?;
@@ -47,7 +54,7 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
         if passed_only {
             continue;
         }
-        if !items.is_empty() || tokio::time::Instant::now() >= deadline {
+        if !items.is_empty() || released || tokio::time::Instant::now() >= deadline {
             let fetched: Vec<String> = items
                 .iter()
                 .filter(|i| i.kind == MailboxEventKind::Command)
@@ -60,10 +67,20 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
                 server_time: now_ms(),
             });
         }
+        let release = async {
+            match place.as_mut() {
+                Some(place) => place.released().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = by_device.changed() => {}
             _ = by_user.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            () = release => {
+                state.metrics.long_polls_capped.inc();
+                released = true;
+            }
         }
     }
 }

@@ -13,6 +13,10 @@ pub struct Metrics {
     pub callbacks_retried: Counter,
     /// Events that ran out of retries or met a 410.
     pub callbacks_dead: Counter,
+    /// Connections closed at once: over `server.max-connections` or the per-address cap.
+    pub connections_refused: Counter,
+    /// Long-polls refused or released early by their caps.
+    pub long_polls_capped: Counter,
 }
 
 impl Default for Metrics {
@@ -40,6 +44,16 @@ impl Default for Metrics {
                 &mut registry,
                 "callbacks_dead",
                 "Callbacks out of retries or refused with 410 Gone",
+            ),
+            connections_refused: m(
+                &mut registry,
+                "connections_refused",
+                "Connections closed at once: over the total or per-address cap",
+            ),
+            long_polls_capped: m(
+                &mut registry,
+                "long_polls_capped",
+                "Long-polls refused or released early by their caps",
             ),
             registry,
         }

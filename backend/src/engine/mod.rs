@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod commands;
 pub mod devices;
 pub mod egress;
+pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;
 pub mod replicas;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub key_use: Arc<crate::store::audit::KeyUse>,
     /// The egress policy callbacks (and a tenant's callback URL) are held to.
     pub egress: crate::engine::egress::Egress,
+    /// Every open long-poll, within its caps.
+    pub long_polls: Arc<crate::engine::longpoll::LongPolls>,
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -8,6 +8,7 @@ pub mod device_api;
 pub mod edge_channel;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod openapi;
 pub mod pages;
 pub mod server;
