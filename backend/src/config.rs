@@ -171,12 +171,32 @@ pub struct DatabaseSettings {
     /// `sqlite://path/to/hermod.db` (created on first start). Relative paths are relative to
     /// the working directory.
     pub url: String,
+    /// PostgreSQL: connections per replica.
+    pub max_connections: u32,
+    /// PostgreSQL: seconds a request waits for a connection; then it is answered 503 with
+    /// `Retry-After` (the database is down or overloaded) instead of queueing.
+    pub acquire_timeout: f64,
+    /// PostgreSQL: seconds a starting replica waits for its database before it gives up.
+    pub startup_wait: f64,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: "sqlite://hermod.db".into(),
+            max_connections: 16,
+            acquire_timeout: 1.5,
+            startup_wait: 60.0,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn pool_limits(&self) -> crate::store::PoolLimits {
+        crate::store::PoolLimits {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_secs_f64(self.acquire_timeout),
+            startup_wait: std::time::Duration::from_secs_f64(self.startup_wait),
         }
     }
 }
@@ -415,7 +435,13 @@ impl Settings {
             self.long_polls.max > 0 && self.long_polls.per_device > 0 && self.long_polls.per_client > 0,
             "long-polls.max, long-polls.per-device and long-polls.per-client must be positive"
         );
+        anyhow::ensure!(
+            self.database.max_connections > 0,
+            "database.max-connections must be positive"
+        );
         for (name, secs) in [
+            ("database.acquire-timeout", self.database.acquire_timeout),
+            ("database.startup-wait", self.database.startup_wait),
             ("server.header-read-timeout", server.header_read_timeout),
             ("server.body-read-timeout", server.body_read_timeout),
             ("server.shutdown-grace", server.shutdown_grace),

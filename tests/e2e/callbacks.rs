@@ -417,3 +417,37 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     assert!(delivery["next_attempt_at"].is_string());
     assert_eq!(deliveries_of(&app, &id).len(), 1);
 }
+
+#[tokio::test]
+async fn when_a_receiver_answers_again_its_owed_callbacks_arrive_within_seconds_not_after_their_backoff() {
+    // Retries a minute apart: without bringing them forward, they would wait that minute.
+    let app = TestApp::start_with(|s| {
+        s.callbacks.retry_schedule = vec![60.0, 60.0];
+        s.callbacks.jitter = 0.0;
+    })
+    .await;
+    let mut device = app.enrol(&Creds::idm(), "owen").await;
+    app.receiver.wait_for(Duration::from_secs(5), |_| true).await;
+    app.receiver.fail_next(3);
+    let mut owed = Vec::new();
+    for _ in 0..3 {
+        owed.push(approved_command(&app, &mut device, "owen").await);
+    }
+    for id in &owed {
+        eventually(Duration::from_secs(10), "the first attempt failed", || async {
+            event_status(&app, id).await == ("pending".to_owned(), 1)
+        })
+        .await;
+    }
+    // The receiver is back: the next callback gets through, and the owed ones follow at once.
+    let started = std::time::Instant::now();
+    let fresh = approved_command(&app, &mut device, "owen").await;
+    for id in std::iter::once(&fresh).chain(&owed) {
+        // Well inside the 60 s backoff they were given.
+        eventually(Duration::from_secs(30), "delivered", || async {
+            event_status(&app, id).await.0 == "delivered"
+        })
+        .await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}

@@ -16,6 +16,7 @@ mod harness;
 mod isolation;
 mod limits;
 mod ordering;
+mod outage;
 mod plans;
 mod replicas;
 mod tls;

@@ -135,6 +135,9 @@ pub struct Outbox {
     pub metrics: Arc<Metrics>,
     /// Deliveries in flight per client (its receiver).
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    /// Clients whose last attempt failed: when one answers again, its owed retries are brought
+    /// forward (they would otherwise wait out their backoff, minutes after the receiver is back).
+    failing: Arc<Mutex<HashSet<String>>>,
     /// Signalled when a delivery ends: a permit and a place at its receiver are free again.
     freed: Arc<Notify>,
     /// Events claimed by this process and not yet recorded.
@@ -196,6 +199,7 @@ impl Outbox {
             wake,
             metrics,
             in_flight: Arc::default(),
+            failing: Arc::default(),
             claimed: Arc::default(),
             choosing: Arc::default(),
             freed: Arc::default(),
@@ -447,12 +451,36 @@ impl Outbox {
             attempts,
             next,
         };
+        let delivered = matches!(attempt.next, Next::Delivered);
         match &self.db.sqlite {
             Some(writer) => writer
                 .run(move |c| Ok(crate::store::sqlite::record_attempt(c, &attempt)?))
                 .await
                 .map_err(|e| anyhow::anyhow!("recording an attempt: {:?}", e.code))?,
             None => crate::store::outbox::record(&self.db, &attempt).await?,
+        }
+        let recovered = {
+            let mut failing = self.failing.lock().expect("failing lock");
+            if delivered {
+                failing.remove(&event.client_pk)
+            } else {
+                failing.insert(event.client_pk.clone());
+                false
+            }
+        };
+        if recovered {
+            let (pk, now) = (event.client_pk.clone(), now_ms());
+            let moved = match &self.db.sqlite {
+                Some(writer) => writer
+                    .run(move |c| Ok(crate::store::sqlite::bring_forward(c, &pk, now)? as u64))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("bringing retries forward: {:?}", e.code))?,
+                None => crate::store::outbox::bring_forward(&self.db, &pk, now).await?,
+            };
+            if moved > 0 {
+                tracing::info!(client = %event.client_pk, moved, "receiver answers again: its owed callbacks are due now");
+                self.wake.notify_one();
+            }
         }
         Ok(())
     }

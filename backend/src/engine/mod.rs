@@ -46,6 +46,12 @@ pub struct AppState {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>() {
+            if crate::store::is_unavailable(db) {
+                tracing::warn!(error = %e, "the database is unavailable");
+                return crate::store::unavailable();
+            }
+        }
         tracing::error!(error = %e, "internal error");
         ErrorCode::Internal.into()
     }

@@ -49,10 +49,16 @@ pub async fn connect(db: &Db, wakeups: &Arc<Wakeups>) -> anyhow::Result<()> {
     let wakeups = Arc::clone(wakeups);
     tokio::spawn(async move {
         loop {
-            // PgListener reconnects by itself; after an error we only pause.
-            match listener.recv().await {
-                Ok(n) => n.payload().lines().for_each(|key| wakeups.wake_local(key)),
+            // PgListener reconnects by itself (at the next call). `None`: the connection was
+            // lost, and with it any wake-up sent meanwhile, so every local waiter reads again.
+            match listener.try_recv().await {
+                Ok(Some(n)) => n.payload().lines().for_each(|key| wakeups.wake_local(key)),
+                Ok(None) => {
+                    tracing::warn!("wake-up listener lost its connection; reconnecting");
+                    wakeups.wake_all_local();
+                }
                 Err(e) => {
+                    wakeups.wake_all_local();
                     tracing::warn!(error = %e, "wake-up listener failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -49,6 +49,15 @@ impl Wakeups {
         }
     }
 
+    /// Wakes every waiter in this process: after wake-ups from other replicas may have been
+    /// missed (the listener's connection was lost), each waiter reads again.
+    pub fn wake_all_local(&self) {
+        let slots = self.slots.lock().expect("wakeups lock");
+        for tx in slots.values() {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
     /// Keys with at least one waiter (for tests and metrics).
     pub fn waiting(&self) -> usize {
         self.slots.lock().expect("wakeups lock").len()

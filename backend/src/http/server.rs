@@ -39,7 +39,7 @@ impl Application {
     /// Connects and migrates the database, synchronises the config's clients, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tls = crate::http::tls::server_config(&settings.server.ssl)?;
-        let db = Db::connect(&settings.database.url).await?;
+        let db = Db::connect_with(&settings.database.url, &settings.database.pool_limits()).await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
         let server_key = db.server_key(settings.server_key.as_ref().map(|k| k.expose())).await?;
@@ -229,6 +229,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/hermod/rest", api)
         .route("/openapi.json", get(openapi::serve))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::from(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { ApiError::from(ErrorCode::MethodNotAllowed) })
@@ -249,6 +250,25 @@ async fn count_request(
 ) -> Response {
     state.metrics.http_requests.inc();
     next.run(request).await
+}
+
+/// Readiness: 200 when the database answers within a second, else 503 (a load balancer stops
+/// sending traffic here meanwhile). `/health` is liveness: the process answers.
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    let check = async {
+        match &state.db.sqlite_read {
+            Some(readers) => readers
+                .run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                .await
+                .is_ok(),
+            None => sqlx::query("SELECT 1").execute(&state.db.read).await.is_ok(),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(1), check).await {
+        Ok(true) => "ready".into_response(),
+        _ => crate::store::unavailable().into_response(),
+    }
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {

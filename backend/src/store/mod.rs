@@ -57,13 +57,55 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How the store reaches a PostgreSQL server (`database.*`).
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout: std::time::Duration,
+    /// How long a starting replica waits for its database to come up.
+    pub startup_wait: std::time::Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_millis(1_500),
+            startup_wait: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Seconds a client is told to wait (`Retry-After`) when the database cannot be reached.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
+
+/// Whether an error means the database cannot be reached now (down, restarting, out of
+/// connections, the connection lost), as opposed to a fault in the request or in Hermod.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources (53300 too many
+            // connections); 57P01-57P03: the server shuts down or is starting.
+            code.starts_with("08") || code.starts_with("53") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, &PoolLimits::default()).await
+    }
+
+    pub async fn connect_with(url: &str, limits: &PoolLimits) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => Self::connect_sqlite(url).await,
-            "postgres" | "postgresql" => Self::connect_postgres(url).await,
+            "postgres" | "postgresql" => Self::connect_postgres(url, limits).await,
             other => anyhow::bail!("unsupported database scheme {other:?}: use sqlite:// or postgres://"),
         }
     }
@@ -100,13 +142,25 @@ impl Db {
         })
     }
 
-    async fn connect_postgres(url: &str) -> anyhow::Result<Self> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url)
-            .await
-            .context("cannot connect to PostgreSQL")?;
+    /// Connects, waiting for the server with backoff (0.25 s doubling to 5 s) for at most
+    /// `startup_wait`: a replica started before its database serves once the database is up.
+    async fn connect_postgres(url: &str, limits: &PoolLimits) -> anyhow::Result<Self> {
+        let options = AnyPoolOptions::new()
+            .max_connections(limits.max_connections)
+            .acquire_timeout(limits.acquire_timeout);
+        let give_up = std::time::Instant::now() + limits.startup_wait;
+        let mut pause = std::time::Duration::from_millis(250);
+        let pool = loop {
+            match options.clone().connect(url).await {
+                Ok(pool) => break pool,
+                Err(e) if is_unavailable(&e) && std::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "PostgreSQL is not reachable yet; waiting for it");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e).context("cannot connect to PostgreSQL"),
+            }
+        };
         Ok(Self {
             read: pool.clone(),
             write: pool,
@@ -198,9 +252,22 @@ pub fn random_id(prefix: &str) -> String {
 
 impl From<sqlx::Error> for crate::domain::error::ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            tracing::warn!(error = %e, "the database is unavailable");
+            return unavailable();
+        }
         tracing::error!(error = %e, "database error");
         hermod_shared::ErrorCode::Internal.into()
     }
+}
+
+/// The answer while the database cannot be reached: 503 with `Retry-After`.
+pub fn unavailable() -> crate::domain::error::ApiError {
+    crate::domain::error::ApiError::new(
+        hermod_shared::ErrorCode::Unavailable,
+        "the database is unavailable: retry shortly",
+    )
+    .with_headers(vec![("Retry-After".into(), UNAVAILABLE_RETRY_AFTER_SECS.to_string())])
 }
 
 #[cfg(test)]

@@ -69,6 +69,11 @@ pub const RETRY: &str =
     "UPDATE callback_events SET attempts = $1, next_attempt_at = $2, claimed_until = 0, last_error = $3 WHERE id = $4";
 pub const DEAD: &str =
     "UPDATE callback_events SET status = 'dead', attempts = $1, claimed_until = 0, last_error = $2 WHERE id = $3";
+/// A receiver answered again after failures: its pending retries (`$2` the client) are due now
+/// (`$1`) instead of waiting out their backoff.
+pub const BRING_FORWARD: &str = "UPDATE callback_events SET next_attempt_at = $1 \
+     WHERE status = 'pending' AND client_pk = $2 AND next_attempt_at > $1";
+
 pub const DISABLE_RECEIVER: &str = "UPDATE clients SET callback_disabled_at = $1 WHERE id = $2";
 
 /// Logs an attempt and moves its event on, in one statement (PostgreSQL: one round trip).
@@ -95,6 +100,16 @@ pub async fn record(db: &Db, a: &Attempt) -> sqlx::Result<()> {
     };
     query.execute(&db.write).await?;
     Ok(())
+}
+
+/// See [`BRING_FORWARD`]; returns how many events moved.
+pub async fn bring_forward(db: &Db, client_pk: &str, now: i64) -> sqlx::Result<u64> {
+    Ok(sqlx::query(BRING_FORWARD)
+        .bind(now)
+        .bind(client_pk)
+        .execute(&db.write)
+        .await?
+        .rows_affected())
 }
 
 /// The attempt's insert, which each PostgreSQL statement below begins with: `$1` event, `$2`

@@ -249,6 +249,12 @@ pub fn mark_delivered(c: &Connection, ids: &[String]) -> rusqlite::Result<Vec<St
     Ok(changed)
 }
 
+/// See `outbox::BRING_FORWARD`.
+pub fn bring_forward(c: &Connection, client_pk: &str, now: i64) -> rusqlite::Result<usize> {
+    c.prepare_cached(outbox::BRING_FORWARD)?
+        .execute(params![now, client_pk])
+}
+
 /// Logs a delivery attempt and moves its event on (the same statements as `outbox::record`).
 pub fn record_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
     c.prepare_cached(outbox::INSERT_ATTEMPT)?.execute(params![
