@@ -160,7 +160,10 @@ impl fmt::Debug for AllowedClient {
         f.debug_struct("AllowedClient")
             .field("client_id", &self.client_id)
             .field("group", &self.group)
-            .field("callback_url", &self.callback_url)
+            .field(
+                "callback_url",
+                &self.callback_url.as_deref().map(crate::domain::egress::redacted),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -391,6 +394,11 @@ impl Settings {
                     c.client_id
                 );
             }
+            for warning in
+                hermod_shared::admin::callback_warnings(c.callback_url.as_deref(), c.callback_basic_auth.is_some())
+            {
+                tracing::warn!(client = %c.client_id, "{warning}");
+            }
             if let Some(auth) = &c.callback_basic_auth {
                 anyhow::ensure!(
                     auth.contains(':'),
@@ -410,6 +418,52 @@ impl Settings {
             crate::domain::egress::Allowance::parse(entry).map_err(|e| anyhow::anyhow!("egress.allow: {e}"))?;
         }
         anyhow::ensure!(self.callbacks.concurrency > 0, "callbacks.concurrency must be positive");
+        anyhow::ensure!(
+            self.callbacks.per_receiver_concurrency > 0,
+            "callbacks.per-receiver-concurrency must be positive"
+        );
+        let cb = &self.callbacks;
+        anyhow::ensure!(
+            cb.retry_schedule.len() <= 50
+                && cb
+                    .retry_schedule
+                    .iter()
+                    .all(|d| d.is_finite() && (0.0..=7.0 * 86_400.0).contains(d)),
+            "callbacks.retry-schedule: at most 50 delays, each 0 to 604800 seconds"
+        );
+        anyhow::ensure!(
+            cb.request_timeout.is_finite() && cb.request_timeout > 0.0 && cb.request_timeout <= 300.0,
+            "callbacks.request-timeout must be in (0, 300] seconds"
+        );
+        anyhow::ensure!(
+            cb.overload_pause.is_finite() && (0.0..=86_400.0).contains(&cb.overload_pause),
+            "callbacks.overload-pause must be 0 to 86400 seconds"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.devices.signature_window),
+            "devices.signature-window must be 1 to 3600 seconds"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.commands.max_wait),
+            "commands.max-wait must be 1 to 3600 seconds"
+        );
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.commands.sweep_interval_ms),
+            "commands.sweep-interval-ms must be 10 to 60000"
+        );
+        anyhow::ensure!(
+            (1024..=16 << 20).contains(&self.max_body_bytes),
+            "max-body-bytes must be 1 KiB to 16 MiB"
+        );
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("public-url: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+                "public-url must be an http(s) URL"
+            );
+            // The enrolment deep link (public-url and a token) must fit in a QR code.
+            anyhow::ensure!(url.len() <= 512, "public-url must be at most 512 characters");
+        }
         anyhow::ensure!(
             (0.0..1.0).contains(&self.callbacks.jitter),
             "callbacks.jitter must be in [0, 1)"

@@ -166,6 +166,23 @@ pub struct ClientView {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
+    /// What is unsafe in this client's set-up, e.g. basic auth sent over plain `http://`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The warning for basic auth over plain HTTP (the password would cross the network readable).
+pub const WARNING_BASIC_AUTH_OVER_HTTP: &str =
+    "callback_basic_auth is sent over plain http://: anyone on the path can read the password; use https://";
+
+/// The warnings a client's callback set-up deserves.
+pub fn callback_warnings(callback_url: Option<&str>, basic_auth: bool) -> Vec<String> {
+    let plain = callback_url.is_some_and(|u| u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")));
+    if plain && basic_auth {
+        vec![WARNING_BASIC_AUTH_OVER_HTTP.to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -191,7 +191,9 @@ prefixed_id!(
 );
 
 /// A user as the client system names them (an Identity Manager person id, a login name).
-/// 1–128 printable characters without spaces at either end.
+/// 1–128 printable characters without spaces at either end, and without the invisible
+/// characters that make two ids look alike or reorder what is shown (bidi controls, zero-width
+/// characters, the byte-order mark).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
@@ -199,12 +201,21 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = !s.is_empty() && s.len() <= 128 && s.trim() == s && !s.chars().any(|c| c.is_control());
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.trim() == s
+            && !s.chars().any(|c| c.is_control() || is_invisible_format(c));
         ok.then(|| Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Bidi controls (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069), zero-width characters
+/// (U+200B–U+200D, U+2060) and the byte-order mark (U+FEFF).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 impl TryFrom<String> for UserId {
@@ -295,6 +306,16 @@ mod tests {
         assert!(UserId::parse("").is_none());
         assert!(UserId::parse(" alice").is_none());
         assert!(UserId::parse("a\nb").is_none());
+        for invisible in [
+            "admin\u{202E}nimda",
+            "al\u{200B}ice",
+            "\u{FEFF}bob",
+            "x\u{2066}y",
+            "a\u{061C}b",
+        ] {
+            assert!(UserId::parse(invisible).is_none(), "{invisible:?}");
+        }
+        assert!(UserId::parse("Jürgen Ødegård").is_some());
         assert!(UserId::parse(&"a".repeat(129)).is_none());
     }
 }

@@ -116,7 +116,7 @@ pub fn verify(
     else {
         return Err(AssertionError::Malformed);
     };
-    let timestamp: i64 = ts.parse().map_err(|_| AssertionError::Malformed)?;
+    let timestamp = crate::parse_unix_seconds(ts).ok_or(AssertionError::Malformed)?;
     let valid_nonce = (16..=64).contains(&nonce.len())
         && nonce
             .bytes()
@@ -124,7 +124,7 @@ pub fn verify(
     let decoded = Caller::decode(caller)
         .filter(|_| valid_nonce)
         .ok_or(AssertionError::Malformed)?;
-    if (timestamp - now).abs() > WINDOW_SECS {
+    if timestamp.abs_diff(now) > WINDOW_SECS.unsigned_abs() {
         return Err(AssertionError::Stale);
     }
     let given = STANDARD.decode(tag).map_err(|_| AssertionError::Forged)?;
@@ -160,6 +160,27 @@ mod tests {
             let a = verify(SECRET, Some(&header), "POST", "/command/ping", b"{}", 1_010).unwrap();
             assert_eq!(a.caller, caller);
             assert_eq!(a.nonce, NONCE);
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_are_refused_without_overflow() {
+        let header = signed(&Caller::Anonymous);
+        let rest = header.splitn(3, ',').nth(2).unwrap();
+        for ts in ["-9223372036854775808", "9223372036854775807", "+1000", "0001000"] {
+            let forged = format!("v1,{ts},{rest}");
+            assert_eq!(
+                verify(SECRET, Some(&forged), "POST", "/command/ping", b"{}", 1_000),
+                Err(AssertionError::Malformed),
+                "{ts}"
+            );
+        }
+        // A valid spelling with the clock at either end of i64: stale, not a panic.
+        for now in [i64::MIN, i64::MAX] {
+            assert_eq!(
+                verify(SECRET, Some(&header), "POST", "/command/ping", b"{}", now),
+                Err(AssertionError::Stale)
+            );
         }
     }
 

@@ -65,12 +65,14 @@ pub fn parse_deep_link(link: &str) -> Option<(String, String)> {
 }
 
 /// The deep link as a QR code, an SVG document.
-pub fn qr_svg(data: &str) -> String {
-    let code = qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M)
-        .expect("a deep link fits in a QR code");
-    code.render::<qrcode::render::svg::Color>()
-        .min_dimensions(256, 256)
-        .build()
+/// `None` when `data` is too long for a QR code (about 2.3 KB at this correction level).
+pub fn qr_svg(data: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::M).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(256, 256)
+            .build(),
+    )
 }
 
 fn percent_encode(s: &str) -> String {
@@ -143,7 +145,12 @@ mod tests {
 
     #[test]
     fn qr_code_is_an_svg() {
-        let svg = qr_svg(&deep_link("https://h/ms", &issue_token(b"k", &command())));
+        let svg = qr_svg(&deep_link("https://h/ms", &issue_token(b"k", &command()))).unwrap();
+        assert_eq!(
+            qr_svg(&"x".repeat(4_000)),
+            None,
+            "too long for a QR code: refused, no panic"
+        );
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
     }
 }

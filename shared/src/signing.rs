@@ -116,7 +116,7 @@ impl SignedHeaders {
     ) -> Result<Self, SignatureError> {
         let device = device.and_then(DeviceId::parse).ok_or(SignatureError::Malformed)?;
         let timestamp = timestamp
-            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(crate::parse_unix_seconds)
             .ok_or(SignatureError::Malformed)?;
         let nonce = nonce.filter(|n| valid_nonce(n)).ok_or(SignatureError::Malformed)?;
         let signature = signature
@@ -178,10 +178,10 @@ pub fn verify(
     now: i64,
     window_secs: i64,
 ) -> Result<(), SignatureError> {
-    if headers.timestamp < now - window_secs {
+    if headers.timestamp < now.saturating_sub(window_secs) {
         return Err(SignatureError::Stale);
     }
-    if headers.timestamp > now + window_secs {
+    if headers.timestamp > now.saturating_add(window_secs) {
         return Err(SignatureError::Future);
     }
     if !valid_nonce(&headers.nonce) {
@@ -212,7 +212,7 @@ pub struct NonceLedger {
 impl NonceLedger {
     /// Records the nonce of an already verified request, or refuses it as a replay.
     pub fn record(&mut self, headers: &SignedHeaders, now: i64, window_secs: i64) -> Result<(), SignatureError> {
-        self.seen.retain(|_, ts| *ts >= now - window_secs);
+        self.seen.retain(|_, ts| *ts >= now.saturating_sub(window_secs));
         let key = (headers.device.clone(), headers.nonce.clone());
         if self.seen.contains_key(&key) {
             return Err(SignatureError::Replayed);

@@ -39,6 +39,13 @@ async fn a_tenant_admin_builds_a_group_of_two_clients_that_share_a_device() {
         .await;
     assert_eq!(patched["callback_basic_auth"], true);
     assert!(!patched.to_string().contains("pa55word"));
+    // Over plain http:// the password crosses the network readable: the tenant is told.
+    assert_eq!(
+        patched["warnings"][0],
+        hermod_shared::admin::WARNING_BASIC_AUTH_OVER_HTTP,
+        "{patched}"
+    );
+    assert!(idm["client"].get("warnings").is_none(), "no basic auth, no warning");
 
     let (_, idm_creds) = acme.issue_key("acme", "idm").await;
     let (_, gateway_creds) = acme.issue_key("acme", "gateway").await;

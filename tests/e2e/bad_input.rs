@@ -20,6 +20,8 @@ enum Spoil {
     None,
     Signature,
     Timestamp(i64),
+    /// The right time, signed, but sent with a prefix (`+`, `000`): a second spelling.
+    TimestampSpelling(&'static str),
     MissingHeaders,
     UnknownDevice,
 }
@@ -69,7 +71,13 @@ fn signed(
     if !matches!(spoil, Spoil::MissingHeaders) {
         r = r
             .header(signing::HEADER_DEVICE, device_id)
-            .header(signing::HEADER_TIMESTAMP, h.timestamp.to_string())
+            .header(
+                signing::HEADER_TIMESTAMP,
+                match spoil {
+                    Spoil::TimestampSpelling(prefix) => format!("{prefix}{}", h.timestamp),
+                    _ => h.timestamp.to_string(),
+                },
+            )
             .header(signing::HEADER_NONCE, h.nonce)
             .header(signing::HEADER_SIGNATURE, h.signature);
     }
@@ -269,6 +277,45 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             "invalid_credentials",
         ),
         (
+            "user id with a bidi override",
+            create(
+                "authenticate",
+                Some(&idm),
+                "application/json",
+                json_body(json!({ "user_id": "admin\u{202E}nimda" })),
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            "user id with a zero-width space",
+            create(
+                "provision",
+                Some(&idm),
+                "application/json",
+                json_body(json!({ "user_id": "al\u{200B}ice" })),
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            "enrolment link meant to live 30 days",
+            create(
+                "provision",
+                Some(&idm),
+                "application/json",
+                json_body(json!({ "user_id": "carol", "timeout": 2_592_000 - 1, "lifespan": 2_592_000 })),
+            ),
+            400,
+            "invalid_lifetimes",
+        ),
+        (
+            "callbacks since a time that is year 10000 in UTC",
+            get("/command/callbacks?since=9999-12-31T23:59:59-23:59"),
+            400,
+            "invalid_request",
+        ),
+        (
             "timeout equal to lifespan",
             create(
                 "authenticate",
@@ -431,6 +478,23 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             respond(&alice, &open, response_body("approved"), Spoil::Timestamp(360)),
             401,
             "stale_request",
+        ),
+        (
+            "timestamp with a sign",
+            respond(&alice, &open, response_body("approved"), Spoil::TimestampSpelling("+")),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "timestamp with leading zeros",
+            respond(
+                &alice,
+                &open,
+                response_body("approved"),
+                Spoil::TimestampSpelling("000"),
+            ),
+            401,
+            "invalid_signature",
         ),
         (
             "no signature headers",

@@ -120,7 +120,24 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
         ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: ftp://x\n", "http or https"),
         ("commands:\n  default-timeout: 600\n  default-lifespan: 60\n", "default-timeout"),
         ("server:\n  port: many\n", "port"),
+        // Values a first fuzzing probe found to pass validation and then panic or misbehave.
+        ("callbacks:\n  retry-schedule: [-5]\n", "retry-schedule"),
+        ("callbacks:\n  retry-schedule: [.nan]\n", "retry-schedule"),
+        ("callbacks:\n  request-timeout: -1\n", "request-timeout"),
+        ("devices:\n  signature-window: 9223372036854775807\n", "signature-window"),
+        ("devices:\n  signature-window: 0\n", "signature-window"),
+        ("public-url: https://example.com/ms", "public-url"),
+        ("server:\n  header-read-timeout: 0\n", "header-read-timeout"),
+        ("long-polls:\n  per-device: 0\n", "long-polls"),
+        ("egress:\n  allow: [\"10.0.0.0/33\"]\n", "egress.allow"),
+        ("max-body-bytes: 0\n", "max-body-bytes"),
     ] {
+        let yaml = if yaml.starts_with("public-url") {
+            format!("public-url: https://example.com/{}\n", "m".repeat(3_000))
+        } else {
+            yaml.to_owned()
+        };
+        let yaml = yaml.as_str();
         let file = dir.path().join("hermod-conf.yml");
         std::fs::write(&file, yaml).unwrap();
         let out = Command::new(HERMOD).args(["migrate", "--config"]).arg(&file).current_dir(dir.path()).output().unwrap();

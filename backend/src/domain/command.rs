@@ -173,6 +173,10 @@ pub fn expires(status: CommandStatus, timeout_at: i64, now: i64) -> bool {
     !status.is_final() && now >= timeout_at
 }
 
+/// The longest a `provision` command (and so its enrolment token) may stay open: 72 hours. A
+/// link sent by e-mail must survive a weekend's wait, not a month's.
+pub const MAX_ENROLMENT_TIMEOUT: u32 = 72 * 3600;
+
 /// Whether an enrolment may use this command's token at `now`: an open `provision`.
 pub fn enrols(command: &Facts<'_>, now: i64) -> bool {
     command.provision && !status_at(command.status, command.timeout_at, now).is_final()

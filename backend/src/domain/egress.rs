@@ -181,6 +181,20 @@ pub fn host_key(url: &url::Url) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// A URL fit to show or log: a password in it is replaced by `***` (an unparsable URL is shown
+/// as `<invalid URL>`, in case it holds one).
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<invalid URL>".to_owned(),
+    }
+}
+
 /// What the operator allows beyond public addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EgressPolicy {
@@ -386,6 +400,13 @@ mod tests {
         ] {
             assert!(Allowance::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        assert_eq!(redacted("https://u:hunter2@h.example/cb"), "https://u:***@h.example/cb");
+        assert_eq!(redacted("https://h.example/cb"), "https://h.example/cb");
+        assert_eq!(redacted("::not a url hunter2"), "<invalid URL>");
     }
 
     proptest! {

@@ -96,6 +96,15 @@ pub async fn create(
     })?;
     let payload = rules::payload(req.payload)?;
     let is_provision = command_type == CommandType::Provision;
+    if is_provision && timeout > rules::MAX_ENROLMENT_TIMEOUT {
+        return Err(ApiError::new(
+            ErrorCode::InvalidLifetimes,
+            format!(
+                "an enrolment link lives at most {} s: a provision's timeout is at most that",
+                rules::MAX_ENROLMENT_TIMEOUT
+            ),
+        ));
+    }
     let recipient = rules::recipient(&command_type, req.device_id.as_ref(), req.user_id.as_ref())?;
 
     // Whom it is for is checked on a read connection, so the writer only writes. (A device

@@ -19,8 +19,17 @@ use crate::store::now_ms;
 const LIST_MAX: i64 = 100;
 
 fn parse_time(field: &str, value: &str) -> ApiResult<i64> {
-    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("{field} must be an RFC 3339 time")))?;
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{field} must be an RFC 3339 time between 1970 and 9999"),
+        )
+    };
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
+    // Inside the years `rfc3339` writes back, so a time read is a time written.
+    if !(0..=253_402_300_799).contains(&t.unix_timestamp()) {
+        return Err(bad());
+    }
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 

@@ -206,7 +206,12 @@ pub async fn qr(
         return Err(ErrorCode::CommandExpired.into());
     }
     let token = enrolment::issue_token(&state.server_key, &id);
-    let svg = enrolment::qr_svg(&enrolment::deep_link(&state.public_url, &token));
+    // `public-url` is bounded by the config's validation, so a deep link always fits; should
+    // one not, the caller gets an error, never a panic.
+    let svg = enrolment::qr_svg(&enrolment::deep_link(&state.public_url, &token)).ok_or_else(|| {
+        tracing::error!("the enrolment link does not fit in a QR code: shorten public-url");
+        ApiError::from(ErrorCode::Internal)
+    })?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

@@ -355,12 +355,14 @@ const CLIENT_COLUMNS: &str = "c.id, c.client_id, c.name, g.name AS group_name, c
 
 fn client_view(row: &AnyRow) -> sqlx::Result<ClientView> {
     let auth: Option<String> = row.try_get("callback_basic_auth")?;
+    let url: Option<String> = row.try_get("callback_url")?;
     Ok(ClientView {
+        warnings: hermod_shared::admin::callback_warnings(url.as_deref(), auth.is_some()),
         client_id: row.try_get("client_id")?,
         name: row.try_get("name")?,
         group: row.try_get("group_name")?,
         source: row.try_get("source")?,
-        callback_url: row.try_get("callback_url")?,
+        callback_url: url.map(|u| crate::domain::egress::redacted(&u)),
         callback_basic_auth: auth.is_some(),
         callback_disabled_at: opt_time(row.try_get("callback_disabled_at")?),
         active_keys: row.try_get::<i64, _>("active_keys")?.max(0) as u32,
