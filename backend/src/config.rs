@@ -44,6 +44,7 @@ pub struct Settings {
     pub egress: EgressSettings,
     #[serde(alias = "longPolls")]
     pub long_polls: LongPollSettings,
+    pub retention: RetentionSettings,
     /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
     /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
     pub server_key: Option<Secret>,
@@ -69,6 +70,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             egress: EgressSettings::default(),
             long_polls: LongPollSettings::default(),
+            retention: RetentionSettings::default(),
             server_key: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
@@ -261,6 +263,37 @@ pub struct AdminSettings {
     /// `Authorization: Bearer`: it creates tenants and sets their quotas. Without it, only
     /// tenant admin tokens work and no tenant can be created.
     pub operator_key: Option<Secret>,
+}
+
+/// How long what is finished is kept (seconds), and how the sweeper removes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RetentionSettings {
+    /// Seconds between passes.
+    pub interval: f64,
+    /// Rows removed per write.
+    pub batch: u32,
+    /// Delivered callbacks and their attempts, after they were created: 7 days.
+    pub callbacks: u64,
+    /// Dead letters (recoverable until then): 30 days.
+    pub dead_callbacks: u64,
+    /// The audit log: 365 days.
+    pub audit: u64,
+    /// Revoked devices, after their revocation: 30 days.
+    pub revoked_devices: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            interval: 60.0,
+            batch: 1_000,
+            callbacks: 7 * 86_400,
+            dead_callbacks: 30 * 86_400,
+            audit: 365 * 86_400,
+            revoked_devices: 30 * 86_400,
+        }
+    }
 }
 
 /// Caps on long-polls (see `engine::longpoll` for what happens at each).

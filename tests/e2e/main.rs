@@ -19,5 +19,6 @@ mod ordering;
 mod outage;
 mod plans;
 mod replicas;
+mod retention;
 mod tls;
 mod wakeup;

@@ -31,6 +31,14 @@ enum Bind {
     Text(&'static str),
 }
 
+fn dialect() -> hermod::store::Dialect {
+    if on_postgres() {
+        hermod::store::Dialect::Postgres
+    } else {
+        hermod::store::Dialect::Sqlite
+    }
+}
+
 fn hot_queries() -> Vec<(&'static str, String, Vec<Bind>)> {
     use Bind::{Int, Text};
     vec![
@@ -59,6 +67,26 @@ fn hot_queries() -> Vec<(&'static str, String, Vec<Bind>)> {
             "nonces past the window",
             hermod::engine::commands::FORGET_NONCES_SQL.into(),
             vec![Int(0)],
+        ),
+        (
+            "retention: delivered callbacks",
+            hermod::store::retention::DELIVERED_CALLBACKS.sql(dialect()),
+            vec![Int(0), Int(1000)],
+        ),
+        (
+            "retention: dead callbacks",
+            hermod::store::retention::DEAD_CALLBACKS.sql(dialect()),
+            vec![Int(0), Int(1000)],
+        ),
+        (
+            "retention: audit",
+            hermod::store::retention::AUDIT.sql(dialect()),
+            vec![Int(0), Int(1000)],
+        ),
+        (
+            "retention: revoked devices",
+            hermod::store::retention::REVOKED_DEVICES.sql(dialect()),
+            vec![Int(0), Int(1000)],
         ),
         (
             "audit page",

@@ -519,8 +519,11 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
 pub static DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {COLUMNS} FROM commands WHERE status IN {OPEN} AND timeout_at <= $1 ORDER BY timeout_at LIMIT 500")
 });
-/// Commands past their lifespan (`$1` now); their mailbox events go with them.
-pub const FORGET_SQL: &str = "DELETE FROM commands WHERE expires_at <= $1";
+/// Commands past their lifespan (`$1` now), at most 5,000 a sweep (a bounded write even after
+/// a long stop; a sweep a second keeps up with 5,000 commands a second); their mailbox events go
+/// with them.
+pub const FORGET_SQL: &str =
+    "DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE expires_at <= $1 LIMIT 5000)";
 /// Nonces past the signature window (`$1` now).
 pub const FORGET_NONCES_SQL: &str = "DELETE FROM nonces WHERE expires_at <= $1";
 

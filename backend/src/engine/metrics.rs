@@ -17,6 +17,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Long-polls refused or released early by their caps.
     pub long_polls_capped: Counter,
+    /// Rows the retention sweeper removed.
+    pub retention_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,11 @@ impl Default for Metrics {
                 &mut registry,
                 "long_polls_capped",
                 "Long-polls refused or released early by their caps",
+            ),
+            retention_removed: m(
+                &mut registry,
+                "retention_removed",
+                "Rows removed by the retention sweeper",
             ),
             registry,
         }

@@ -13,6 +13,7 @@ pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;
 pub mod replicas;
+pub mod retention;
 pub mod wake;
 
 use std::sync::Arc;

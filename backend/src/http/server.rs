@@ -106,6 +106,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(port = self.port(), public_url = %self.state.public_url, "Hermod listening");
         let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
+        let retention = tokio::spawn(crate::engine::retention::run_forever(self.state.clone()));
         let outbox = tokio::spawn(self.outbox.run());
         let limits = crate::http::listener::ConnectionLimits::from_settings(&self.state.settings.server);
         let metrics = Arc::clone(&self.state.metrics);
@@ -119,6 +120,7 @@ impl Application {
         let router = router(self.state);
         let result = crate::http::listener::serve(self.listener, self.tls, router, limits, metrics, shutdown).await;
         sweeper.abort();
+        retention.abort();
         outbox.abort();
         Ok(result?)
     }
