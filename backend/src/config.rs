@@ -346,6 +346,9 @@ pub struct CallbackSettings {
     /// Deliveries in flight at once to one client's receiver, so a slow one cannot hold up
     /// the others.
     pub per_receiver_concurrency: usize,
+    /// Deliveries in flight at once for one tenant's receivers together, so one tenant's slow
+    /// receivers cannot take every slot.
+    pub per_tenant_concurrency: usize,
     /// Least seconds to wait after a timeout or a 429 before trying that event again.
     pub overload_pause: f64,
 }
@@ -365,6 +368,7 @@ impl Default for CallbackSettings {
             // leave a quarter for everyone else.
             concurrency: 64,
             per_receiver_concurrency: 16,
+            per_tenant_concurrency: 32,
             overload_pause: 60.0,
         }
     }
@@ -452,8 +456,8 @@ impl Settings {
         }
         anyhow::ensure!(self.callbacks.concurrency > 0, "callbacks.concurrency must be positive");
         anyhow::ensure!(
-            self.callbacks.per_receiver_concurrency > 0,
-            "callbacks.per-receiver-concurrency must be positive"
+            self.callbacks.per_receiver_concurrency > 0 && self.callbacks.per_tenant_concurrency > 0,
+            "callbacks.per-receiver-concurrency and callbacks.per-tenant-concurrency must be positive"
         );
         let cb = &self.callbacks;
         anyhow::ensure!(

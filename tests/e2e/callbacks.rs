@@ -451,3 +451,68 @@ async fn when_a_receiver_answers_again_its_owed_callbacks_arrive_within_seconds_
     }
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_tenant_whose_receiver_hangs_on_1000_callbacks_does_not_delay_another_tenants_100() {
+    let app = start_hosted().await;
+    let operator = AdminApi::operator(&app.base);
+    let slow = operator
+        .tenant_with_clients(&app, "slow", "staff", &["hook"])
+        .await
+        .remove(0);
+    let fast = operator
+        .tenant_with_clients(&app, "fast", "staff", &["hook"])
+        .await
+        .remove(0);
+    // The slow tenant's receiver never answers in time (2 s request timeout in the tests).
+    app.receiver.behave("/slow/", Duration::from_secs(30), 200);
+    app.enrol(&slow, "ada").await;
+    app.enrol(&fast, "bea").await;
+    let create_many = |creds: Creds, user: &'static str, n: usize| {
+        let app_base = app.base.clone();
+        async move {
+            let tasks: Vec<_> = (0..8)
+                .map(|t| {
+                    let (base, creds) = (app_base.clone(), creds.clone());
+                    tokio::spawn(async move {
+                        let http = reqwest::Client::new();
+                        for _ in (t..n).step_by(8) {
+                            let r = http
+                                .post(format!("{base}/command/authenticate"))
+                                .header("x-api-key", creds.0.token())
+                                .json(&json!({ "user_id": user, "timeout": 1, "lifespan": 600 }))
+                                .send()
+                                .await
+                                .unwrap();
+                            assert_eq!(r.status(), 201);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    // 1,000 commands of the slow tenant expire first, then 100 of the fast one: each expiry
+    // owes a callback, the slow tenant's all older.
+    create_many(slow, "ada", 1_000).await;
+    create_many(fast.clone(), "bea", 100).await;
+    let created = std::time::Instant::now();
+    let fast_expired = |app: &TestApp| {
+        app.receiver
+            .received()
+            .iter()
+            .filter(|r| r.path.starts_with("/fast/") && r.event().event_type == "command.expired")
+            .count()
+    };
+    // The bound: the fast tenant's callbacks go out as soon as they are due (1 s timeout, the
+    // sweep) with slots to spare; the slow tenant holds at most its receiver's share.
+    wait_until(
+        Duration::from_secs(15),
+        "the fast tenant's 100 callbacks arrive",
+        || fast_expired(&app) >= 100,
+    )
+    .await;
+    assert!(created.elapsed() < Duration::from_secs(15), "{:?}", created.elapsed());
+}

@@ -49,8 +49,12 @@ fn hot_queries() -> Vec<(&'static str, String, Vec<Bind>)> {
         ),
         (
             "callback candidates",
-            hermod::store::outbox::CANDIDATES_SQL.into(),
-            vec![Int(0), Int(80)],
+            if on_postgres() {
+                hermod::store::outbox::CANDIDATES_PG_SQL.into()
+            } else {
+                hermod::store::outbox::CANDIDATES_SQL.into()
+            },
+            vec![Int(0), Int(80), Text("[\"c\"]"), Text("[\"t\"]")],
         ),
         ("next callback due", hermod::store::outbox::NEXT_DUE_SQL.into(), vec![]),
         (
@@ -153,7 +157,9 @@ async fn hot_queries_read_no_growing_table_whole() {
                 // of a partial index reads only the rows it holds.
                 let scans_whole = detail.starts_with("SCAN")
                     && !PARTIAL.iter().any(|i| detail.contains(&format!("INDEX {i}")))
-                    && !detail.contains("CONSTANT ROW");
+                    && !detail.contains("CONSTANT ROW")
+                    // json_each over the short list of busy receivers, not a table.
+                    && !detail.contains("json_each VIRTUAL TABLE");
                 if scans_whole {
                     bad.push(format!("{name}: {detail}"));
                 }

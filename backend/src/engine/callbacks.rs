@@ -109,7 +109,7 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path, egress: &Egress)
     Ok(builder.build()?)
 }
 
-use crate::store::outbox::{Attempt, Claimed, Next, CANDIDATES_SQL, NEXT_DUE_SQL};
+use crate::store::outbox::{Attempt, Claimed, Next, CANDIDATES_PG_SQL, NEXT_DUE_SQL};
 
 #[derive(Debug, sqlx::FromRow)]
 struct Receiver {
@@ -133,8 +133,8 @@ pub struct Outbox {
     pub settings: Arc<CallbackSettings>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
-    /// Deliveries in flight per client (its receiver).
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    /// Deliveries in flight per client (its receiver) and per tenant.
+    in_flight: Arc<Mutex<InFlight>>,
     /// Clients whose last attempt failed: when one answers again, its owed retries are brought
     /// forward (they would otherwise wait out their backoff, minutes after the receiver is back).
     failing: Arc<Mutex<HashSet<String>>>,
@@ -150,19 +150,32 @@ pub struct Outbox {
 
 /// A place in a receiver's bound of requests at once, given back when dropped.
 struct ReceiverSlot {
-    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<Mutex<InFlight>>,
     client_pk: String,
+    tenant_id: String,
+}
+
+/// Deliveries in flight per client (its receiver) and per tenant.
+#[derive(Default)]
+struct InFlight {
+    clients: HashMap<String, usize>,
+    tenants: HashMap<String, usize>,
+}
+
+fn decrement(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Drop for ReceiverSlot {
     fn drop(&mut self) {
         let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        if let Some(n) = in_flight.get_mut(&self.client_pk) {
-            *n -= 1;
-            if *n == 0 {
-                in_flight.remove(&self.client_pk);
-            }
-        }
+        decrement(&mut in_flight.clients, &self.client_pk);
+        decrement(&mut in_flight.tenants, &self.tenant_id);
     }
 }
 
@@ -288,15 +301,37 @@ impl Outbox {
         let _choosing = self.choosing.lock().await;
         let now = now_ms();
         let limit = (free * 4 + 16) as i64;
+        // Receivers and tenants at their bound are skipped by the query itself.
+        let (busy_clients, busy_tenants) = {
+            let in_flight = self.in_flight.lock().expect("in-flight lock");
+            let busy = |map: &HashMap<String, usize>, bound: usize| {
+                let ids: Vec<&String> = map.iter().filter(|(_, n)| **n >= bound).map(|(k, _)| k).collect();
+                serde_json::to_string(&ids).expect("ids serialise")
+            };
+            (
+                busy(&in_flight.clients, self.settings.per_receiver_concurrency),
+                busy(&in_flight.tenants, self.settings.per_tenant_concurrency),
+            )
+        };
         let candidates: Vec<Claimed> = match &self.db.sqlite_read {
             Some(readers) => readers
-                .run(move |c| Ok(crate::store::sqlite::callback_candidates(c, now, limit)?))
+                .run(move |c| {
+                    Ok(crate::store::sqlite::callback_candidates(
+                        c,
+                        now,
+                        limit,
+                        &busy_clients,
+                        &busy_tenants,
+                    )?)
+                })
                 .await
                 .map_err(|e| anyhow::anyhow!("reading the outbox: {:?}", e.code))?,
             None => {
-                sqlx::query_as(CANDIDATES_SQL)
+                sqlx::query_as(CANDIDATES_PG_SQL)
                     .bind(now)
                     .bind(limit)
+                    .bind(busy_clients)
+                    .bind(busy_tenants)
                     .fetch_all(&self.db.read)
                     .await?
             }
@@ -304,16 +339,23 @@ impl Outbox {
         let mut chosen: Vec<Claimed> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             let claimed = self.claimed.lock().expect("claimed lock");
-            let mut taken: HashMap<String, usize> = HashMap::new();
+            let mut taken_clients: HashMap<String, usize> = HashMap::new();
+            let mut taken_tenants: HashMap<String, usize> = HashMap::new();
             let mut chosen = Vec::new();
             for event in candidates {
                 if claimed.contains(&event.id) {
                     continue;
                 }
-                let busy = in_flight.get(&event.client_pk).copied().unwrap_or(0)
-                    + taken.get(&event.client_pk).copied().unwrap_or(0);
-                if busy < self.settings.per_receiver_concurrency {
-                    *taken.entry(event.client_pk.clone()).or_default() += 1;
+                let count = |map: &HashMap<String, usize>, taken: &HashMap<String, usize>, key: &str| {
+                    map.get(key).copied().unwrap_or(0) + taken.get(key).copied().unwrap_or(0)
+                };
+                let receiver_busy = count(&in_flight.clients, &taken_clients, &event.client_pk);
+                let tenant_busy = count(&in_flight.tenants, &taken_tenants, &event.tenant_id);
+                if receiver_busy < self.settings.per_receiver_concurrency
+                    && tenant_busy < self.settings.per_tenant_concurrency
+                {
+                    *taken_clients.entry(event.client_pk.clone()).or_default() += 1;
+                    *taken_tenants.entry(event.tenant_id.clone()).or_default() += 1;
                     chosen.push(event);
                     if chosen.len() == free {
                         break;
@@ -338,7 +380,8 @@ impl Outbox {
                  WHERE id IN (SELECT id FROM callback_events
                               WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({})
                               FOR UPDATE SKIP LOCKED)
-                 RETURNING id, client_pk, payload, attempts",
+                 RETURNING id, client_pk, payload, attempts,
+                           (SELECT c.tenant_id FROM clients c WHERE c.id = callback_events.client_pk) AS tenant_id",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
@@ -350,7 +393,8 @@ impl Outbox {
         let mut in_flight = self.in_flight.lock().expect("in-flight lock");
         let mut claimed = self.claimed.lock().expect("claimed lock");
         for event in &chosen {
-            *in_flight.entry(event.client_pk.clone()).or_default() += 1;
+            *in_flight.clients.entry(event.client_pk.clone()).or_default() += 1;
+            *in_flight.tenants.entry(event.tenant_id.clone()).or_default() += 1;
             claimed.insert(event.id.clone());
         }
         Ok(chosen)
@@ -360,6 +404,7 @@ impl Outbox {
         let mut slot = Some(ReceiverSlot {
             in_flight: Arc::clone(&self.in_flight),
             client_pk: event.client_pk.clone(),
+            tenant_id: event.tenant_id.clone(),
         });
         if let Err(e) = self.try_deliver(&event, &mut slot).await {
             tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");

@@ -10,11 +10,26 @@ pub const NEXT_DUE_SQL: &str =
     "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until ELSE next_attempt_at END) \
     FROM callback_events WHERE status = 'pending'";
 
-/// Due events, oldest first, none while an older one of its command is pending: `$1` now,
-/// `$2` limit. It walks `callback_events_pending`, which holds only pending events.
-pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts FROM callback_events e
+/// Due events, oldest first, none while an older one of its command is pending, none of a
+/// receiver or tenant already at its bound: `$1` now, `$2` limit, `$3` and `$4` JSON arrays of
+/// the busy clients and tenants. Skipping the busy ones in the query (not after it) is what
+/// keeps a hanging receiver's backlog from filling every page of candidates and starving the
+/// others. It walks `callback_events_pending`, which holds only pending events.
+pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id FROM callback_events e
+     JOIN clients c ON c.id = e.client_pk
      WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
        AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
+       AND e.client_pk NOT IN (SELECT value FROM json_each($3))
+       AND c.tenant_id NOT IN (SELECT value FROM json_each($4))
+     ORDER BY e.seq LIMIT $2";
+
+/// [`CANDIDATES_SQL`] in PostgreSQL's JSON functions.
+pub const CANDIDATES_PG_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id FROM callback_events e
+     JOIN clients c ON c.id = e.client_pk
+     WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
+       AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
+       AND e.client_pk NOT IN (SELECT jsonb_array_elements_text(CAST($3 AS jsonb)))
+       AND c.tenant_id NOT IN (SELECT jsonb_array_elements_text(CAST($4 AS jsonb)))
      ORDER BY e.seq LIMIT $2";
 
 /// An event a worker claimed for one delivery attempt.
@@ -24,6 +39,7 @@ pub struct Claimed {
     pub client_pk: String,
     pub payload: String,
     pub attempts: i64,
+    pub tenant_id: String,
 }
 
 /// What happens to an event after an attempt.

@@ -390,14 +390,24 @@ impl OffsetRow<'_, '_> {
 }
 
 /// Due callback events, oldest first: (id, client).
-pub fn callback_candidates(c: &Connection, now: i64, limit: i64) -> rusqlite::Result<Vec<Claimed>> {
+/// `busy_clients` and `busy_tenants` are JSON arrays of ids to skip.
+pub fn callback_candidates(
+    c: &Connection,
+    now: i64,
+    limit: i64,
+    busy_clients: &str,
+    busy_tenants: &str,
+) -> rusqlite::Result<Vec<Claimed>> {
     let mut stmt = c.prepare_cached(crate::store::outbox::CANDIDATES_SQL)?;
-    let rows = stmt.query_map(params![now, limit], |r| {
+    // By name: SQLite numbers `$N` parameters in the order they first appear, not by N.
+    let binds = rusqlite::named_params! { "$1": now, "$2": limit, "$3": busy_clients, "$4": busy_tenants };
+    let rows = stmt.query_map(binds, |r| {
         Ok(Claimed {
             id: r.get(0)?,
             client_pk: r.get(1)?,
             payload: r.get(2)?,
             attempts: r.get(3)?,
+            tenant_id: r.get(4)?,
         })
     })?;
     rows.collect()
