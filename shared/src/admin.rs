@@ -144,6 +144,10 @@ pub struct UpdateClient {
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub callback_basic_auth: Option<Option<String>>,
+    /// `true` turns callbacks back on after Hermod disabled them (a 410 Gone, or failures for a
+    /// whole retry window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

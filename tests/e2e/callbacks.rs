@@ -23,6 +23,19 @@ async fn approved_command(app: &TestApp, device: &mut hermod_device::Device, use
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// [`approved_command`] for any client.
+async fn approved_for(app: &TestApp, creds: &Creds, device: &mut hermod_device::Device, user: &str) -> String {
+    let created = app.create_ok(creds, "authenticate", json!({ "user_id": user })).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let page = device.poll(5).await.unwrap();
+    let item = page.items.iter().find(|i| i.command.id.as_str() == id).unwrap();
+    device
+        .respond(&item.command.id, Decision::Approved, None)
+        .await
+        .unwrap();
+    id
+}
+
 fn deliveries_of(app: &TestApp, id: &str) -> Vec<Received> {
     app.receiver
         .received()
@@ -515,4 +528,56 @@ async fn a_tenant_whose_receiver_hangs_on_1000_callbacks_does_not_delay_another_
     )
     .await;
     assert!(created.elapsed() < Duration::from_secs(15), "{:?}", created.elapsed());
+}
+
+#[tokio::test]
+async fn a_receiver_failing_for_its_whole_retry_window_is_disabled_audited_and_enabled_again() {
+    let app = start_hosted().await;
+    let operator = AdminApi::operator(&app.base);
+    let creds = operator
+        .tenant_with_clients(&app, "acme", "staff", &["hook"])
+        .await
+        .remove(0);
+    let admin_token = {
+        // The tenant's admin: issue one more admin key as the operator.
+        let key = operator
+            .ok(reqwest::Method::POST, "/admin/tenants/acme/admin-keys", None, 201)
+            .await;
+        key["token"].as_str().unwrap().to_owned()
+    };
+    let admin = AdminApi::with_token(&app.base, &admin_token);
+    let mut device = app.enrol(&creds, "ada").await;
+    app.receiver.behave("/acme/hook", Duration::ZERO, 503);
+    let first = approved_for(&app, &creds, &mut device, "ada").await;
+    eventually(Duration::from_secs(15), "the receiver is disabled", || async {
+        let (_, client) = admin.get("/admin/tenants/acme/clients/hook").await;
+        client.get("callback_disabled_at").is_some()
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the event is a dead letter", || async {
+        event_status(&app, &first).await.0 == "dead"
+    })
+    .await;
+    let (_, log) = admin.get("/admin/tenants/acme/audit").await;
+    assert!(
+        log.to_string().contains("callback.disabled"),
+        "the tenant's audit log says why: {log}"
+    );
+
+    // Re-enabled through the admin API, the receiver gets the next callback.
+    app.receiver.behave_normally();
+    let patched = admin
+        .ok(
+            reqwest::Method::PATCH,
+            "/admin/tenants/acme/clients/hook",
+            Some(json!({ "callback_enabled": true })),
+            200,
+        )
+        .await;
+    assert!(patched.get("callback_disabled_at").is_none(), "{patched}");
+    let second = approved_for(&app, &creds, &mut device, "ada").await;
+    eventually(Duration::from_secs(10), "delivered after re-enabling", || async {
+        event_status(&app, &second).await.0 == "delivered"
+    })
+    .await;
 }

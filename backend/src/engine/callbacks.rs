@@ -381,7 +381,8 @@ impl Outbox {
                               WHERE status = 'pending' AND claimed_until <= $2 AND id IN ({})
                               FOR UPDATE SKIP LOCKED)
                  RETURNING id, client_pk, payload, attempts,
-                           (SELECT c.tenant_id FROM clients c WHERE c.id = callback_events.client_pk) AS tenant_id",
+                           (SELECT c.tenant_id FROM clients c WHERE c.id = callback_events.client_pk) AS tenant_id,
+                           created_at",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query_as::<_, Claimed>(&sql).bind(until).bind(now);
@@ -497,6 +498,13 @@ impl Outbox {
             next,
         };
         let delivered = matches!(attempt.next, Next::Delivered);
+        let exhausted = matches!(
+            attempt.next,
+            Next::Dead {
+                disable_client: false,
+                ..
+            }
+        ) && receiver.callback_disabled_at.is_none();
         match &self.db.sqlite {
             Some(writer) => writer
                 .run(move |c| Ok(crate::store::sqlite::record_attempt(c, &attempt)?))
@@ -513,6 +521,9 @@ impl Outbox {
                 false
             }
         };
+        if exhausted {
+            self.disable_if_failing_throughout(event).await?;
+        }
         if recovered {
             let (pk, now) = (event.client_pk.clone(), now_ms());
             let moved = match &self.db.sqlite {
@@ -527,6 +538,46 @@ impl Outbox {
                 self.wake.notify_one();
             }
         }
+        Ok(())
+    }
+
+    /// An event ran out of retries: if nothing of its receiver was delivered since the event
+    /// was created, the receiver failed for a whole retry window. It is disabled (its later
+    /// events dead-lettered at once, recoverable) and the tenant's audit log says so; the admin
+    /// API turns it back on (`callback_enabled: true`), as does a new callback URL.
+    async fn disable_if_failing_throughout(&self, event: &Claimed) -> anyhow::Result<()> {
+        use crate::store::outbox::{DELIVERED_SINCE, DISABLE_FAILING};
+        let delivered: i64 = sqlx::query_scalar(DELIVERED_SINCE)
+            .bind(&event.client_pk)
+            .bind(event.created_at)
+            .fetch_one(&self.db.read)
+            .await?;
+        if delivered > 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.db.begin_write().await?;
+        let disabled: Option<(String, String)> = sqlx::query_as(DISABLE_FAILING)
+            .bind(now)
+            .bind(&event.client_pk)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some((tenant_id, client_id)) = &disabled {
+            crate::store::audit::Record {
+                tenant_id,
+                actor: "hermod",
+                action: "callback.disabled",
+                target: Some(client_id),
+                detail: Some(serde_json::json!({
+                    "reason": "every attempt failed for a whole retry window",
+                    "event": event.id,
+                })),
+            }
+            .write(&mut tx, now)
+            .await?;
+            tracing::warn!(client = %client_id, "callback receiver failed for a whole retry window: disabled");
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ pub const NEXT_DUE_SQL: &str =
 /// the busy clients and tenants. Skipping the busy ones in the query (not after it) is what
 /// keeps a hanging receiver's backlog from filling every page of candidates and starving the
 /// others. It walks `callback_events_pending`, which holds only pending events.
-pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id FROM callback_events e
+pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id, e.created_at FROM callback_events e
      JOIN clients c ON c.id = e.client_pk
      WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
        AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
@@ -24,7 +24,7 @@ pub const CANDIDATES_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempt
      ORDER BY e.seq LIMIT $2";
 
 /// [`CANDIDATES_SQL`] in PostgreSQL's JSON functions.
-pub const CANDIDATES_PG_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id FROM callback_events e
+pub const CANDIDATES_PG_SQL: &str = "SELECT e.id, e.client_pk, e.payload, e.attempts, c.tenant_id, e.created_at FROM callback_events e
      JOIN clients c ON c.id = e.client_pk
      WHERE e.status = 'pending' AND e.next_attempt_at <= $1 AND e.claimed_until <= $1
        AND NOT EXISTS (SELECT 1 FROM callback_events p WHERE p.command_id = e.command_id AND p.status = 'pending' AND p.seq < e.seq)
@@ -40,6 +40,7 @@ pub struct Claimed {
     pub payload: String,
     pub attempts: i64,
     pub tenant_id: String,
+    pub created_at: i64,
 }
 
 /// What happens to an event after an attempt.
@@ -89,6 +90,15 @@ pub const DEAD: &str =
 /// (`$1`) instead of waiting out their backoff.
 pub const BRING_FORWARD: &str = "UPDATE callback_events SET next_attempt_at = $1 \
      WHERE status = 'pending' AND client_pk = $2 AND next_attempt_at > $1";
+
+/// Whether any event of the client (`$1`) created since `$2` was delivered: when none was, a
+/// dead letter's receiver failed for the event's whole retry window.
+pub const DELIVERED_SINCE: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM callback_events \
+     WHERE client_pk = $1 AND created_at >= $2 AND status = 'delivered' LIMIT 1) d";
+
+/// Disables a receiver (`$2`) at `$1` unless it is already; returns the tenant when it did.
+pub const DISABLE_FAILING: &str = "UPDATE clients SET callback_disabled_at = $1 \
+     WHERE id = $2 AND callback_disabled_at IS NULL RETURNING tenant_id, client_id";
 
 pub const DISABLE_RECEIVER: &str = "UPDATE clients SET callback_disabled_at = $1 WHERE id = $2";
 

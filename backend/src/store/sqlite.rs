@@ -408,6 +408,7 @@ pub fn callback_candidates(
             payload: r.get(2)?,
             attempts: r.get(3)?,
             tenant_id: r.get(4)?,
+            created_at: r.get(5)?,
         })
     })?;
     rows.collect()

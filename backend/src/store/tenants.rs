@@ -512,6 +512,12 @@ pub async fn update_client(
         .execute(&mut *tx)
         .await?;
     }
+    if req.callback_enabled == Some(true) {
+        sqlx::query("UPDATE clients SET callback_disabled_at = NULL WHERE id = $1")
+            .bind(&pk)
+            .execute(&mut *tx)
+            .await?;
+    }
     if let Some(auth) = &req.callback_basic_auth {
         sqlx::query("UPDATE clients SET callback_basic_auth = $1 WHERE id = $2")
             .bind(auth)
@@ -528,6 +534,7 @@ pub async fn update_client(
         detail: Some(json!({
             "callback_url": req.callback_url,
             "callback_basic_auth": req.callback_basic_auth.map(|a| if a.is_some() { "set" } else { "cleared" }),
+            "callback_enabled": req.callback_enabled,
         })),
     }
     .write(&mut tx, now)
