@@ -256,13 +256,27 @@ pub struct EdgeSettings {
 }
 
 /// The admin API (`/admin`) for hosted tenants.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct AdminSettings {
     /// The operator's token (`HERMOD_ADMIN__OPERATOR_KEY`, at least 32 characters), sent as
     /// `Authorization: Bearer`: it creates tenants and sets their quotas. Without it, only
     /// tenant admin tokens work and no tenant can be created.
     pub operator_key: Option<Secret>,
+    /// Admin requests a second per token (per replica); beyond it, 429 with `Retry-After`.
+    pub rate_limit: u32,
+    /// Seconds between summaries of failed authentications in the audit log.
+    pub auth_failure_summary: f64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            operator_key: None,
+            rate_limit: 20,
+            auth_failure_summary: 60.0,
+        }
+    }
 }
 
 /// How long what is finished is kept (seconds), and how the sweeper removes it.
@@ -532,6 +546,7 @@ impl Settings {
         );
         for (name, secs) in [
             ("database.acquire-timeout", self.database.acquire_timeout),
+            ("admin.auth-failure-summary", self.admin.auth_failure_summary),
             ("database.startup-wait", self.database.startup_wait),
             ("server.header-read-timeout", server.header_read_timeout),
             ("server.body-read-timeout", server.body_read_timeout),

@@ -1081,3 +1081,83 @@ async fn the_operator_lists_tenants_and_a_client_s_callbacks_follow_a_patch() {
     assert_eq!(updates[0]["detail"]["callback_basic_auth"], "set");
     assert!(!log.to_string().contains("u:p"), "the password is not logged");
 }
+
+#[tokio::test]
+async fn failed_authentications_are_counted_and_summarised_in_the_tenants_audit_log() {
+    let app = TestApp::start_with(|s| {
+        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.auth_failure_summary = 0.2;
+    })
+    .await;
+    let operator = AdminApi::operator(&app.base);
+    operator.tenant_with_clients(&app, "acme", "staff", &["idm"]).await;
+    let wrong_key = "W".repeat(43);
+    let wrong = Creds(hermod_shared::credential::ClientCredential {
+        client_id: "acme.idm".into(),
+        key: wrong_key.clone(),
+    });
+    for _ in 0..5 {
+        let (status, _) = app.get(&wrong, "/command/callbacks").await;
+        assert_eq!(status, 401);
+    }
+    let nobody = Creds(hermod_shared::credential::ClientCredential {
+        client_id: "nobody".into(),
+        key: wrong_key.clone(),
+    });
+    assert_eq!(app.get(&nobody, "/command/callbacks").await.0, 401);
+    let forged_admin = AdminApi::with_token(&app.base, "adm_forged.secret-part-never-logged");
+    assert_eq!(forged_admin.get("/admin/tenants/acme").await.0, 401);
+
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hermod_auth_failures_client_total 6"), "{metrics}");
+    assert!(metrics.contains("hermod_auth_failures_admin_total 1"), "{metrics}");
+
+    // One summary record in acme's log: who, how often, from where; never the key presented.
+    let summary = || async {
+        let page = operator.ok(Method::GET, "/admin/tenants/acme/audit", None, 200).await;
+        page["items"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["action"] == "auth.failed").cloned())
+    };
+    eventually(Duration::from_secs(10), "the summary is written", || async {
+        summary().await.is_some()
+    })
+    .await;
+    let record = summary().await.unwrap();
+    let failures = record["detail"]["failures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no summary: {record}"));
+    let idm = failures.iter().find(|f| f["who"] == "acme.idm").unwrap();
+    assert_eq!(idm["failures"], 5);
+    assert_eq!(idm["kind"], "client");
+    assert_eq!(idm["addresses"][0], "127.0.0.1");
+    assert!(!record.to_string().contains(&wrong_key));
+    assert!(!record.to_string().contains("secret-part-never-logged"));
+}
+
+#[tokio::test]
+async fn admin_requests_over_the_rate_get_429_with_retry_after() {
+    let app = TestApp::start_with(|s| {
+        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.rate_limit = 5;
+    })
+    .await;
+    let operator = AdminApi::operator(&app.base);
+    let mut refused = None;
+    // 12 requests at once span at most two one-second windows: at most 10 pass.
+    for _ in 0..12 {
+        let (status, headers, body) = operator.call(Method::GET, "/admin/tenants", None).await;
+        if status == 429 {
+            refused = Some((headers, body));
+        }
+    }
+    let (headers, body) = refused.expect("some request was refused");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(headers["ratelimit-limit"], "5");
+}

@@ -314,6 +314,8 @@ pub fn test_settings(dir: &std::path::Path, receiver: &Receiver) -> Settings {
     // Tenants' receivers in the tests listen on loopback, which the egress policy refuses
     // unless allowed.
     s.egress.allow = vec!["127.0.0.1".into()];
+    // Tests drive the admin API fast; the rate is tested on its own.
+    s.admin.rate_limit = 100_000;
     s.allowed_clients = vec![
         AllowedClient {
             client_id: "idm".into(),

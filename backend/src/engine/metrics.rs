@@ -19,6 +19,10 @@ pub struct Metrics {
     pub long_polls_capped: Counter,
     /// Rows the retention sweeper removed.
     pub retention_removed: Counter,
+    /// Requests refused 401, by what failed.
+    pub auth_failures_client: Counter,
+    pub auth_failures_device: Counter,
+    pub auth_failures_admin: Counter,
 }
 
 impl Default for Metrics {
@@ -61,6 +65,21 @@ impl Default for Metrics {
                 &mut registry,
                 "retention_removed",
                 "Rows removed by the retention sweeper",
+            ),
+            auth_failures_client: m(
+                &mut registry,
+                "auth_failures_client",
+                "Requests refused 401 for a missing or wrong client key",
+            ),
+            auth_failures_device: m(
+                &mut registry,
+                "auth_failures_device",
+                "Device requests refused 401 (signature, timestamp, nonce, unknown device)",
+            ),
+            auth_failures_admin: m(
+                &mut registry,
+                "auth_failures_admin",
+                "Admin requests refused 401 for a missing or wrong token",
             ),
             registry,
         }

@@ -5,6 +5,7 @@
 //! (Step one of the layering: these modules still hold part of their SQL; it moves into
 //! `store/` behind one trait per dialect next.)
 
+pub mod auth_failures;
 pub mod callbacks;
 pub mod commands;
 pub mod devices;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub egress: crate::engine::egress::Egress,
     /// Every open long-poll, within its caps.
     pub long_polls: Arc<crate::engine::longpoll::LongPolls>,
+    /// Failed authentications, summarised; the admin API's rate.
+    pub auth_failures: Arc<crate::engine::auth_failures::AuthFailures>,
 }
 
 impl From<anyhow::Error> for ApiError {

@@ -70,35 +70,52 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(refused)?;
-        let presented = sha256_hex(token.as_bytes());
-        if let Some(operator) = &state.settings.admin.operator_key {
-            if equal(&presented, &sha256_hex(operator.expose().as_bytes())) {
-                return Ok(Admin::Operator);
-            }
+        let admin = authenticate(parts, state).await?;
+        let decision = state.auth_failures.take_admin_call(
+            &admin.actor(),
+            state.settings.admin.rate_limit,
+            crate::store::now_ms(),
+        );
+        if !decision.allowed {
+            return Err(
+                ApiError::new(ErrorCode::RateLimited, "too many admin requests with this token")
+                    .with_headers(decision.headers(1)),
+            );
         }
-        let key_id = token.split_once('.').map_or("", |(id, _)| id);
-        let row = sqlx::query("SELECT tenant_id, key_hash FROM admin_keys WHERE id = $1 AND revoked_at IS NULL")
-            .bind(key_id)
-            .fetch_optional(&state.db.read)
-            .await?;
-        let stored: String = match &row {
-            Some(r) => r.try_get("key_hash")?,
-            None => "0".repeat(64),
-        };
-        match row {
-            Some(r) if equal(&presented, &stored) => {
-                let tenant_id: String = r.try_get("tenant_id")?;
-                let admin = Admin::Tenant {
-                    tenant_id: tenant_id.clone(),
-                    key_id: key_id.to_owned(),
-                };
-                state.key_use.note(&state.db, KeyKind::Admin, &tenant_id, key_id, || {
-                    (admin.actor(), format!("{} {}", parts.method, parts.uri.path()))
-                });
-                Ok(admin)
-            }
-            _ => Err(refused()),
+        Ok(admin)
+    }
+}
+
+/// The caller behind the bearer token, or a 401.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Admin, ApiError> {
+    let token = bearer(parts).ok_or_else(refused)?;
+    let presented = sha256_hex(token.as_bytes());
+    if let Some(operator) = &state.settings.admin.operator_key {
+        if equal(&presented, &sha256_hex(operator.expose().as_bytes())) {
+            return Ok(Admin::Operator);
         }
+    }
+    let key_id = token.split_once('.').map_or("", |(id, _)| id);
+    let row = sqlx::query("SELECT tenant_id, key_hash FROM admin_keys WHERE id = $1 AND revoked_at IS NULL")
+        .bind(key_id)
+        .fetch_optional(&state.db.read)
+        .await?;
+    let stored: String = match &row {
+        Some(r) => r.try_get("key_hash")?,
+        None => "0".repeat(64),
+    };
+    match row {
+        Some(r) if equal(&presented, &stored) => {
+            let tenant_id: String = r.try_get("tenant_id")?;
+            let admin = Admin::Tenant {
+                tenant_id: tenant_id.clone(),
+                key_id: key_id.to_owned(),
+            };
+            state.key_use.note(&state.db, KeyKind::Admin, &tenant_id, key_id, || {
+                (admin.actor(), format!("{} {}", parts.method, parts.uri.path()))
+            });
+            Ok(admin)
+        }
+        _ => Err(refused()),
     }
 }

@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::domain::error::ApiError;
+use crate::engine::auth_failures::Kind;
 use crate::engine::callbacks::{self, Outbox};
 use crate::engine::commands;
 use crate::engine::egress::Egress;
@@ -72,6 +73,7 @@ impl Application {
             key_use: Arc::default(),
             egress: egress.clone(),
             long_polls: crate::engine::longpoll::LongPolls::new(settings.long_polls.clone()),
+            auth_failures: Arc::default(),
         };
         let outbox = Outbox::new(
             db.clone(),
@@ -107,6 +109,7 @@ impl Application {
         tracing::info!(port = self.port(), public_url = %self.state.public_url, "Hermod listening");
         let sweeper = tokio::spawn(sweep_forever(self.state.clone()));
         let retention = tokio::spawn(crate::engine::retention::run_forever(self.state.clone()));
+        let auth_summary = tokio::spawn(crate::engine::auth_failures::flush_forever(self.state.clone()));
         let outbox = tokio::spawn(self.outbox.run());
         let limits = crate::http::listener::ConnectionLimits::from_settings(&self.state.settings.server);
         let metrics = Arc::clone(&self.state.metrics);
@@ -121,6 +124,7 @@ impl Application {
         let result = crate::http::listener::serve(self.listener, self.tls, router, limits, metrics, shutdown).await;
         sweeper.abort();
         retention.abort();
+        auth_summary.abort();
         outbox.abort();
         Ok(result?)
     }
@@ -251,7 +255,42 @@ async fn count_request(
     next: axum::middleware::Next,
 ) -> Response {
     state.metrics.http_requests.inc();
-    next.run(request).await
+    // Who a refused request claimed to be, read before the request moves on (identifiers
+    // only: a client id, a device id, an admin key's id; never a secret).
+    let peer = crate::http::listener::peer(&request).map(|a| a.ip());
+    let path = request.uri().path();
+    let claimed = if path.starts_with("/admin") {
+        let key_id = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(_, token)| token.trim().split_once('.'))
+            .map(|(id, _)| id.to_owned());
+        (Kind::Admin, key_id.unwrap_or_else(|| "operator-or-none".into()))
+    } else if path.starts_with("/ms/") || path.starts_with("/hermod/rest/ms/") {
+        let device = request
+            .headers()
+            .get(hermod_shared::signing::HEADER_DEVICE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        (Kind::Device, device)
+    } else {
+        let client = crate::http::extract::credential(request.headers()).map_or_else(|| "none".into(), |c| c.client_id);
+        (Kind::Client, client)
+    };
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        let (kind, who) = claimed;
+        match kind {
+            Kind::Client => state.metrics.auth_failures_client.inc(),
+            Kind::Device => state.metrics.auth_failures_device.inc(),
+            Kind::Admin => state.metrics.auth_failures_admin.inc(),
+        };
+        state.auth_failures.note(kind, &who, peer);
+    }
+    response
 }
 
 /// Readiness: 200 when the database answers within a second, else 503 (a load balancer stops
