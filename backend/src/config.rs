@@ -415,6 +415,14 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Reads settings from YAML text alone (no file, no environment) and validates them, as
+    /// `load` does: for tools and the config fuzz target.
+    pub fn from_yaml(yaml: &str) -> anyhow::Result<Self> {
+        let settings: Settings = Figment::new().merge(Yaml::string(yaml)).extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         hermod_shared::Lifetimes::new(self.commands.default_timeout, self.commands.default_lifespan).map_err(|_| {
             anyhow::anyhow!("commands.default-timeout must be positive and less than commands.default-lifespan")
