@@ -48,6 +48,9 @@ pub struct Settings {
     /// Base64 of at least 32 bytes (`HERMOD_SERVER_KEY`): the key device secrets and enrolment
     /// tokens derive from. Replicas and the edge must share it. Made at first start when absent.
     pub server_key: Option<Secret>,
+    /// The server's key ring (`<id> <base64>` a line, the last current; see `engine::keys`).
+    /// Relative to the config file. Made at first start on SQLite when absent.
+    pub server_key_file: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Serve the `/generate-client` page.
@@ -72,6 +75,7 @@ impl Default for Settings {
             long_polls: LongPollSettings::default(),
             retention: RetentionSettings::default(),
             server_key: None,
+            server_key_file: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
             cacerts: PathBuf::from("cacerts"),
@@ -409,6 +413,9 @@ impl Settings {
         if let Some(dir) = file.and_then(Path::parent) {
             if settings.cacerts.is_relative() {
                 settings.cacerts = dir.join(&settings.cacerts);
+            }
+            if let Some(file) = settings.server_key_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
             }
         }
         settings.validate()?;

@@ -264,4 +264,18 @@ impl Device {
         }
         Ok(response.json().await?)
     }
+
+    /// Moves to the server's current key after a key rotation: fetches this device's secret
+    /// under it and signs with that from now on. Returns the key's id. (Save the state after.)
+    pub async fn rekey(&mut self) -> anyhow::Result<String> {
+        let response = self.signed(reqwest::Method::POST, "/rekey", Vec::new()).await?;
+        if !response.status().is_success() {
+            bail!("rekey refused: {}", response.status());
+        }
+        let answer: hermod_shared::wire::RekeyResponse = response.json().await?;
+        self.secret = DeviceSecret::from_base64(&answer.device_secret)
+            .ok_or_else(|| anyhow::anyhow!("the server sent a malformed device secret"))?;
+        self.state.device_secret = answer.device_secret;
+        Ok(answer.key_id)
+    }
 }

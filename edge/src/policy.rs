@@ -150,10 +150,11 @@ pub fn check_json<T: serde::de::DeserializeOwned>(content_type: Option<&str>, bo
         .map_err(|e| Refusal::new(ErrorCode::MalformedJson, Some(e.to_string())))
 }
 
-/// Verifies a device's signature with its secret derived from the server key. Replays are left
-/// to the backend, which remembers nonces.
+/// Verifies a device's signature with its secret derived from a key of the server's ring (each
+/// tried, newest first; the backend then holds the device to its own key). Replays are left to
+/// the backend, which remembers nonces.
 pub fn check_device(
-    server_key: &[u8],
+    keys: &hermod_shared::keys::KeyRing,
     headers: [Option<&str>; 4],
     method: &str,
     path_and_query: &str,
@@ -163,18 +164,24 @@ pub fn check_device(
     let refuse = |e: signing::SignatureError| Refusal::new(e.into(), Some(e.to_string()));
     let [device, timestamp, nonce, signature] = headers;
     let signed = SignedHeaders::parse(device, timestamp, nonce, signature).map_err(refuse)?;
-    let secret = DeviceSecret::derive(server_key, &signed.device);
-    signing::verify(
-        &secret,
-        &signed,
-        method,
-        path_and_query,
-        body,
-        now_secs,
-        signing::DEFAULT_WINDOW_SECS,
-    )
-    .map_err(refuse)?;
-    Ok(signed)
+    let mut failure = signing::SignatureError::Mismatch;
+    for key in keys.newest_first() {
+        let secret: DeviceSecret = key.device_secret(&signed.device);
+        match signing::verify(
+            &secret,
+            &signed,
+            method,
+            path_and_query,
+            body,
+            now_secs,
+            signing::DEFAULT_WINDOW_SECS,
+        ) {
+            Ok(()) => return Ok(signed),
+            Err(e @ signing::SignatureError::Mismatch) => failure = e,
+            Err(e) => return Err(refuse(e)),
+        }
+    }
+    Err(refuse(failure))
 }
 
 /// A rate: `limit` requests per `window_secs`, written `limit/window_secs` (e.g. `600/60`).

@@ -15,6 +15,9 @@ const KV_CACHE: &str = "HERMOD_EDGE_CACHE";
 const VAR_BACKEND_URL: &str = "BACKEND_URL";
 const SECRET_EDGE: &str = "EDGE_SECRET";
 const SECRET_SERVER_KEY: &str = "SERVER_KEY";
+/// The server's key ring in its text form (`<id> <base64>` a line), as the backend's
+/// `server-key-file`; `SERVER_KEY` joins it as the legacy key.
+const SECRET_SERVER_KEYS: &str = "SERVER_KEYS";
 const VAR_CLIENT_CACHE_TTL: &str = "CLIENT_CACHE_TTL_SECS";
 const VAR_RATE_CLIENT: &str = "RATE_LIMIT_CLIENT";
 const VAR_RATE_DEVICE: &str = "RATE_LIMIT_DEVICE";
@@ -192,7 +195,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Caller::Client(credential.client_id)
         }
         Route::Device => {
-            let server_key = server_key(&env)?;
+            let keys = server_keys(&env)?;
             let headers = [
                 header(HEADER_DEVICE),
                 header(HEADER_TIMESTAMP),
@@ -200,11 +203,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 header(HEADER_SIGNATURE),
             ];
             let headers = headers.each_ref().map(|h| h.as_deref());
-            let signed =
-                match policy::check_device(&server_key, headers, &method, &path_and_query, &body, now_ms() / 1000) {
-                    Ok(s) => s,
-                    Err(r) => return problem(&r),
-                };
+            let signed = match policy::check_device(&keys, headers, &method, &path_and_query, &body, now_ms() / 1000) {
+                Ok(s) => s,
+                Err(r) => return problem(&r),
+            };
             let rate = setting(&env, VAR_RATE_DEVICE)
                 .and_then(|s| Rate::parse(&s))
                 .unwrap_or(DEFAULT_RATE_DEVICE);
@@ -287,12 +289,30 @@ fn limit(key: &str, rate: Rate) -> RateDecision {
     LIMITER.with(|l| l.borrow_mut().check(key, rate, now_ms()))
 }
 
-fn server_key(env: &Env) -> Result<Vec<u8>> {
+fn server_keys(env: &Env) -> Result<hermod_shared::keys::KeyRing> {
     use base64::Engine;
-    let b64 = setting(env, SECRET_SERVER_KEY).ok_or_else(|| Error::RustError("SERVER_KEY is not set".into()))?;
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| Error::RustError("SERVER_KEY is not base64".into()))
+    use hermod_shared::keys::{KeyRing, ServerKey, LEGACY_KEY_ID};
+    let legacy = match setting(env, SECRET_SERVER_KEY) {
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|k| ServerKey::new(LEGACY_KEY_ID, k).ok())
+                .ok_or_else(|| Error::RustError("SERVER_KEY is not base64 of at least 32 bytes".into()))?,
+        ),
+        None => None,
+    };
+    match (setting(env, SECRET_SERVER_KEYS), legacy) {
+        (Some(text), legacy) => {
+            let ring = KeyRing::parse(&text).map_err(|e| Error::RustError(format!("SERVER_KEYS: {e}")))?;
+            Ok(match legacy {
+                Some(key) => ring.with_older(key),
+                None => ring,
+            })
+        }
+        (None, Some(key)) => Ok(KeyRing::single(key)),
+        (None, None) => Err(Error::RustError("neither SERVER_KEYS nor SERVER_KEY is set".into())),
+    }
 }
 
 /// The active key hashes of a client, from the KV cache while fresh (unless `refresh`), else

@@ -16,7 +16,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// The deep-link scheme the authenticator app registers.
 pub const DEEP_LINK_SCHEME: &str = "hermod";
 
-fn mac(server_key: &[u8], command: &CommandId) -> HmacSha256 {
+/// The MAC of the token format from before key ids (see `keys`).
+pub(crate) fn legacy_mac(server_key: &[u8], command: &CommandId) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(server_key).expect("HMAC takes any key length");
     mac.update(b"hermod/enrolment-token/v1\n");
     mac.update(command.as_str().as_bytes());
@@ -28,7 +29,7 @@ pub fn issue_token(server_key: &[u8], command: &CommandId) -> String {
     format!(
         "{}.{}",
         command,
-        URL_SAFE_NO_PAD.encode(mac(server_key, command).finalize().into_bytes())
+        URL_SAFE_NO_PAD.encode(legacy_mac(server_key, command).finalize().into_bytes())
     )
 }
 
@@ -37,7 +38,7 @@ pub fn verify_token(server_key: &[u8], token: &str) -> Option<CommandId> {
     let (id, tag) = token.trim().split_once('.')?;
     let command = CommandId::parse(id)?;
     let given = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    mac(server_key, &command).verify_slice(&given).ok()?;
+    legacy_mac(server_key, &command).verify_slice(&given).ok()?;
     Some(command)
 }
 

@@ -10,6 +10,7 @@ pub mod credential;
 pub mod edge;
 pub mod enrolment;
 pub mod error;
+pub mod keys;
 pub mod ratelimit;
 pub mod signing;
 pub mod webhook;

@@ -176,6 +176,19 @@ pub struct EnrolResponse {
     pub server_time: i64,
 }
 
+/// `POST /ms/rekey` answer: the device's secret under the server's current key. The device
+/// stores it and signs with it from its next request on (its old secret keeps working until
+/// then, so a lost answer costs nothing: ask again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RekeyResponse {
+    /// Base64 of the device's new 256-bit signing key.
+    pub device_secret: String,
+    /// The server key it derives from.
+    pub key_id: String,
+    pub server_time: i64,
+}
+
 /// `POST /ms/lifesign` answer, and what clients read about a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -314,6 +314,16 @@ pub fn test_settings(dir: &std::path::Path, receiver: &Receiver) -> Settings {
     // Tenants' receivers in the tests listen on loopback, which the egress policy refuses
     // unless allowed.
     s.egress.allow = vec!["127.0.0.1".into()];
+    // A key ring of one fresh key (HKDF derivations), as an operator's file would hold. A test
+    // that names a `server-key` (shared by replicas, or with the edge) uses that instead.
+    let keys = dir.join("hermod-server-keys");
+    if !keys.exists() {
+        let ring = hermod_shared::keys::KeyRing::single(hermod::engine::keys::generate("k1").unwrap());
+        std::fs::write(&keys, ring.to_text()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    s.server_key_file = Some(keys);
     // Tests drive the admin API fast; the rate is tested on its own.
     s.admin.rate_limit = 100_000;
     s.allowed_clients = vec![
@@ -362,6 +372,9 @@ impl TestApp {
         let mut settings = test_settings(dir.path(), &receiver);
         settings.database.url = db.url.clone();
         tweak(&mut settings);
+        if settings.server_key.is_some() {
+            settings.server_key_file = None;
+        }
         let app = Application::build(settings).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
@@ -515,6 +528,9 @@ pub fn hermod_serve(config: &std::path::Path, dir: &std::path::Path, db_url: &st
         .arg(config)
         .current_dir(dir)
         .env("DATABASE_URL", db_url)
+        // The ring in the test's directory (made at the first start, kept across restarts): on
+        // PostgreSQL a key is not made without being named.
+        .env("HERMOD_SERVER_KEY_FILE", dir.join("hermod-server-keys"))
         .env("HERMOD_SERVER__PORT", "0")
         .env("HERMOD_LOG", "info")
         .env("NO_COLOR", "1")

@@ -14,6 +14,7 @@ mod edge_channel;
 mod egress;
 mod harness;
 mod isolation;
+mod keys;
 mod limits;
 mod ordering;
 mod outage;

@@ -8,7 +8,6 @@
 //!    └──────timeout────────────▶ expired          (all leave history at lifespan end)
 //! ```
 
-use hermod_shared::enrolment;
 use hermod_shared::wire::{CreateCommand, DeviceResponse, EnrolRequest, EnrolResponse};
 use hermod_shared::{CommandId, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
 use serde_json::json;
@@ -458,7 +457,12 @@ fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {
 
 /// Enrols a device with the single-use token of a `provision` command, which it completes.
 pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolResponse> {
-    let command_id = enrolment::verify_token(&state.server_key, &req.token).ok_or(ErrorCode::InvalidEnrolmentToken)?;
+    let (command_id, _) = state
+        .keys
+        .verify_token(&req.token)
+        .ok_or(ErrorCode::InvalidEnrolmentToken)?;
+    // The device's secret derives from the current key, whichever key made the link.
+    let key = state.keys.current();
     if req
         .name
         .as_ref()
@@ -482,13 +486,14 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
         .ok_or(ErrorCode::Internal)?;
     crate::store::tenants::check_device_quota(&mut tx, &state.db, &row.group_id).await?;
     let device_id = DeviceId::from_random(rand::random());
-    sqlx::query("INSERT INTO devices (id, group_id, user_id, name, enrolled_by, enrolled_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+    sqlx::query("INSERT INTO devices (id, group_id, user_id, name, enrolled_by, enrolled_at, last_seen_at, key_id) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)")
         .bind(device_id.as_str())
         .bind(&row.group_id)
         .bind(user_id.as_str())
         .bind(&req.name)
         .bind(&row.id)
         .bind(now)
+        .bind((!key.is_legacy()).then(|| key.id().to_owned()))
         .execute(&mut *tx)
         .await?;
     let result = json!({ "device_id": device_id, "name": req.name, "data": req.data.unwrap_or_else(|| json!({})) });
@@ -507,7 +512,7 @@ pub async fn enrol(state: &AppState, req: EnrolRequest) -> ApiResult<EnrolRespon
     after_final(state, &row, queued);
     tracing::info!(device_id = %device_id, command_id = %row.id, "device enrolled");
     Ok(EnrolResponse {
-        device_secret: hermod_shared::signing::DeviceSecret::derive(&state.server_key, &device_id).to_base64(),
+        device_secret: key.device_secret(&device_id).to_base64(),
         device_id,
         user_id,
         server_time: now,

@@ -35,14 +35,30 @@ pub async fn verify_request(
         header(headers, signing::HEADER_SIGNATURE),
     )
     .map_err(refuse)?;
-    // The signature is checked first: the secret derives from the server key and the id the
+    // The signature is checked first: the secret derives from a server key and the id the
     // request names, so a request that is not the device's own touches no row, and an unknown
-    // device is answered like a wrong signature (ids are not to be probed).
-    let secret = DeviceSecret::derive(&state.server_key, &signed.device);
+    // device is answered like a wrong signature (ids are not to be probed). Each key of the
+    // ring is tried, newest first (a ring holds a few).
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let now = now_ms();
     let window = state.settings.devices.signature_window;
-    signing::verify(&secret, &signed, method.as_str(), path, body, now / 1000, window).map_err(refuse)?;
+    let mut signed_with = None;
+    let mut failure = SignatureError::Mismatch;
+    for key in state.keys.newest_first() {
+        let secret: DeviceSecret = key.device_secret(&signed.device);
+        match signing::verify(&secret, &signed, method.as_str(), path, body, now / 1000, window) {
+            Ok(()) => {
+                signed_with = Some(key.id().to_owned());
+                break;
+            }
+            // Stale, future or malformed: the same whichever the key.
+            Err(e @ (SignatureError::Stale | SignatureError::Future | SignatureError::Malformed)) => {
+                return Err(refuse(e))
+            }
+            Err(e) => failure = e,
+        }
+    }
+    let signed_with = signed_with.ok_or_else(|| refuse(failure))?;
     let expires_at = (signed.timestamp + window + 1) * 1000;
     // Then one step: the device is enrolled and not revoked, and the nonce is new.
     let found = match &state.db.sqlite {
@@ -83,7 +99,20 @@ pub async fn verify_request(
     match found {
         None => Err(refuse(SignatureError::Mismatch)),
         Some((_, false)) => Err(refuse(SignatureError::Replayed)),
-        Some((device, true)) => Ok(device),
+        // Signed with its own key.
+        Some((device, true)) if device.key_id() == signed_with => Ok(device),
+        // Signed with the current key, which only Hermod's answer to an enrolment or a rekey
+        // can have given it: the device has moved on; its row follows.
+        Some((mut device, true)) if signed_with == state.keys.current().id() => {
+            sqlx::query("UPDATE devices SET key_id = $1 WHERE id = $2")
+                .bind(&signed_with)
+                .bind(&device.id)
+                .execute(&state.db.write)
+                .await?;
+            device.key_id = Some(signed_with);
+            Ok(device)
+        }
+        Some(_) => Err(refuse(SignatureError::Mismatch)),
     }
 }
 

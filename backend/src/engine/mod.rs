@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod commands;
 pub mod devices;
 pub mod egress;
+pub mod keys;
 pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;
@@ -32,7 +33,8 @@ use hermod_shared::ErrorCode;
 pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
-    pub server_key: Arc<Vec<u8>>,
+    /// The server's key ring: device secrets and enrolment tokens derive from it.
+    pub keys: Arc<hermod_shared::keys::KeyRing>,
     pub public_url: Arc<String>,
     pub wakeups: Arc<Wakeups>,
     /// Wakes the callback worker when an event is written.

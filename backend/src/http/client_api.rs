@@ -73,7 +73,7 @@ pub async fn create(
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
     let mut response = (
         StatusCode::CREATED,
-        Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))),
+        Json(row.view(now_ms(), Some((state.keys.current(), &state.public_url)))),
     )
         .into_response();
     if let Some(quota) = quota {
@@ -146,7 +146,9 @@ pub async fn read(
     let wait = extract::wait(q.wait, &state)?;
     let id = command_id(&id)?;
     let row = commands::wait_for_change(&state, &client, id.as_str(), wait).await?;
-    Ok(Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))))
+    Ok(Json(
+        row.view(now_ms(), Some((state.keys.current(), &state.public_url))),
+    ))
 }
 
 /// Cancel an open command. The device sees the cancellation in its mailbox. Cancelling a
@@ -171,7 +173,7 @@ pub async fn cancel(
 ) -> ApiResult<Response> {
     let id = command_id(&id)?;
     let row = commands::cancel(&state, &client, id.as_str()).await?;
-    let mut response = Json(row.view(now_ms(), Some((&state.server_key, &state.public_url)))).into_response();
+    let mut response = Json(row.view(now_ms(), Some((state.keys.current(), &state.public_url)))).into_response();
     if edge.is_some() {
         tell_edge_mailboxes(&state, &row, &mut response).await?;
     }
@@ -205,7 +207,7 @@ pub async fn qr(
     if row.status_at(now_ms()) != CommandStatus::Pending {
         return Err(ErrorCode::CommandExpired.into());
     }
-    let token = enrolment::issue_token(&state.server_key, &id);
+    let token = state.keys.current().issue_token(&id);
     // `public-url` is bounded by the config's validation, so a deep link always fits; should
     // one not, the caller gets an error, never a panic.
     let svg = enrolment::qr_svg(&enrolment::deep_link(&state.public_url, &token)).ok_or_else(|| {

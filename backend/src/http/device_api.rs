@@ -136,6 +136,30 @@ pub async fn lifesign(
     }))
 }
 
+/// Move the device to the server's current key after a key rotation: the answer holds its new
+/// secret; the device signs with it from then on (no re-enrolment).
+#[utoipa::path(
+    post, path = "/ms/rekey", tag = "device",
+    responses((status = 200, body = hermod_shared::wire::RekeyResponse), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("device_signature" = []))
+)]
+pub async fn rekey(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<hermod_shared::wire::RekeyResponse>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let key = state.keys.current();
+    let id = hermod_shared::DeviceId::parse(&device.id).ok_or(hermod_shared::ErrorCode::Internal)?;
+    Ok(Json(hermod_shared::wire::RekeyResponse {
+        device_secret: key.device_secret(&id).to_base64(),
+        key_id: key.id().to_owned(),
+        server_time: now_ms(),
+    }))
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerTime {
     /// Unix milliseconds.

@@ -43,7 +43,7 @@ impl Application {
         let db = Db::connect_with(&settings.database.url, &settings.database.pool_limits()).await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
-        let server_key = db.server_key(settings.server_key.as_ref().map(|k| k.expose())).await?;
+        let keys = crate::engine::keys::load(&settings, &db).await?;
         let egress = Egress::from_settings(&settings.egress)?;
         let http = callbacks::http_client(&settings.callbacks, &settings.cacerts, &egress)?;
         let http_config = callbacks::http_client(
@@ -65,7 +65,7 @@ impl Application {
         let state = AppState {
             db: db.clone(),
             settings: Arc::new(settings.clone()),
-            server_key: Arc::new(server_key),
+            keys: Arc::new(keys),
             public_url: Arc::new(public_url),
             wakeups: Arc::new(Wakeups::default()),
             outbox: Arc::new(Notify::new()),
@@ -166,6 +166,7 @@ fn api() -> Router<AppState> {
         .route("/ms/mailbox", get(device_api::mailbox))
         .route("/ms/commands/{id}/response", post(device_api::respond))
         .route("/ms/lifesign", post(device_api::lifesign))
+        .route("/ms/rekey", post(device_api::rekey))
         .route("/ms/time", get(device_api::time))
 }
 

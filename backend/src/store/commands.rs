@@ -66,14 +66,14 @@ impl CommandRow {
 
     /// The command as its client sees it at `now`; an open `provision` shows its enrolment
     /// link when `enrolment` gives the server key and the public mailbox URL.
-    pub fn view(&self, now: i64, enrolment: Option<(&[u8], &str)>) -> CommandView {
+    pub fn view(&self, now: i64, enrolment: Option<(&hermod_shared::keys::ServerKey, &str)>) -> CommandView {
         let status = self.status_at(now);
         let enrolment =
             enrolment
                 .filter(|_| self.is_provision() && !status.is_final())
                 .map(|(server_key, public_url)| {
                     let id = CommandId::parse(&self.id).expect("stored ids are valid");
-                    let token = enrolment::issue_token(server_key, &id);
+                    let token = server_key.issue_token(&id);
                     Enrolment {
                         link: enrolment::deep_link(public_url, &token),
                         qr_url: format!("/command/{}/qr", self.id),

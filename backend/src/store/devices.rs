@@ -11,9 +11,18 @@ pub struct DeviceRow {
     pub name: Option<String>,
     pub enrolled_at: i64,
     pub last_seen_at: Option<i64>,
+    /// The server key the device's secret derives from; `None`: the legacy key.
+    pub key_id: Option<String>,
 }
 
-pub const COLUMNS: &str = "id, group_id, user_id, name, enrolled_at, last_seen_at";
+pub const COLUMNS: &str = "id, group_id, user_id, name, enrolled_at, last_seen_at, key_id";
+
+impl DeviceRow {
+    /// The id of the key the device signs with.
+    pub fn key_id(&self) -> &str {
+        self.key_id.as_deref().unwrap_or(hermod_shared::keys::LEGACY_KEY_ID)
+    }
+}
 
 impl DeviceRow {
     pub fn view(&self) -> DeviceView {

@@ -207,27 +207,29 @@ impl Db {
 
     /// The server key that device secrets and enrolment tokens are derived from: made at first
     /// start, or given (base64) in `HERMOD_SERVER_KEY` so that replicas and the edge share it.
-    pub async fn server_key(&self, given: Option<&str>) -> anyhow::Result<Vec<u8>> {
-        use base64::Engine;
-        if let Some(b64) = given {
-            let key = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .context("HERMOD_SERVER_KEY is not base64")?;
-            anyhow::ensure!(key.len() >= 32, "HERMOD_SERVER_KEY must hold at least 32 bytes");
-            return Ok(key);
-        }
-        let fresh: [u8; 32] = rand::random();
-        sqlx::query(
-            "INSERT INTO server_keys (name, secret, created_at) VALUES ('root', $1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(fresh.to_vec())
-        .bind(now_ms())
-        .execute(&self.write)
-        .await?;
-        let row: AnyRow = sqlx::query("SELECT secret FROM server_keys WHERE name = 'root'")
-            .fetch_one(&self.write)
+    /// The key an older Hermod kept in the database (in plain text), if it is still there.
+    pub async fn legacy_server_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let row: Option<AnyRow> = sqlx::query("SELECT secret FROM server_keys WHERE name = 'root'")
+            .fetch_optional(&self.write)
             .await?;
-        Ok(row.try_get::<Vec<u8>, _>(0)?)
+        Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    }
+
+    /// Removes that key once it lives in the key file.
+    pub async fn forget_legacy_server_key(&self) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM server_keys WHERE name = 'root'")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The SQLite database file, when this is one.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        if self.dialect != Dialect::Sqlite {
+            return None;
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url).ok()?;
+        Some(options.get_filename().to_path_buf())
     }
 }
 

@@ -298,6 +298,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
         name: r.get(3)?,
         enrolled_at: r.get(4)?,
         last_seen_at: r.get(5)?,
+        key_id: r.get(6)?,
     })
 }
 
