@@ -42,6 +42,19 @@ const DEFAULT_RATE_DEVICE: Rate = Rate {
     limit: 120,
     window_secs: 60,
 };
+/// Requests per client address before anything is checked (`RATE_LIMIT_IP`).
+const DEFAULT_RATE_IP: Rate = Rate {
+    limit: 6000,
+    window_secs: 60,
+};
+/// Back-end look-ups of client ids the cache does not know, per client address
+/// (`RATE_LIMIT_LOOKUP`): a stream of made-up ids costs the backend this much at most.
+const DEFAULT_RATE_LOOKUP: Rate = Rate {
+    limit: 30,
+    window_secs: 60,
+};
+const VAR_RATE_IP: &str = "RATE_LIMIT_IP";
+const VAR_RATE_LOOKUP: &str = "RATE_LIMIT_LOOKUP";
 
 /// Request headers passed on to the backend; everything else stays at the edge.
 const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
@@ -121,6 +134,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let method = req.method().to_string();
     let request_headers = req.headers().clone();
     let header = |name: &str| request_headers.get(name).ok().flatten();
+    // The caller's address as Cloudflare (and `wrangler dev`) gives it.
+    let client_ip = header("cf-connecting-ip").unwrap_or_else(|| "unknown".to_owned());
     let content_type = header("content-type");
     if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
         if let Err(r) = policy::check_body_size(len) {
@@ -148,13 +163,32 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Caller::Anonymous
         }
         Route::Client { create } => {
+            if let Some(refused) = pre_auth_limit(&env, &client_ip) {
+                return problem(&refused);
+            }
             let credential =
                 match policy::client_credential(header("x-api-key").as_deref(), header("authorization").as_deref()) {
                     Ok(c) => c,
                     Err(r) => return problem(&r),
                 };
-            let mut client = match client_keys(&env, &credential.client_id, false).await {
-                Ok(c) => c,
+            // Before the key is checked, the id too has a budget (twice its rate once checked).
+            let preauth = setting(&env, VAR_RATE_CLIENT)
+                .and_then(|s| Rate::parse(&s))
+                .unwrap_or(DEFAULT_RATE_CLIENT);
+            let preauth = Rate {
+                limit: preauth.limit.saturating_mul(2),
+                ..preauth
+            };
+            let decision = limit(&format!("pre:client:{}", credential.client_id), preauth);
+            if !decision.allowed {
+                return problem(&Refusal {
+                    headers: decision.headers(preauth.window_secs),
+                    ..ErrorCode::RateLimited.into()
+                });
+            }
+            let mut client = match client_keys(&env, &credential.client_id, false, &client_ip).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return problem(&lookup_refused()),
                 Err(e) => {
                     console_error!("client look-up failed: {e}");
                     return problem(&ErrorCode::Internal.into());
@@ -165,8 +199,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             if policy::key_matches(&credential, &client.key_hashes).is_err()
                 && now_ms() - client.fetched_at_ms >= MISMATCH_REFRESH_MS
             {
-                match client_keys(&env, &credential.client_id, true).await {
-                    Ok(c) => client = c,
+                match client_keys(&env, &credential.client_id, true, &client_ip).await {
+                    Ok(Some(c)) => client = c,
+                    Ok(None) => return problem(&lookup_refused()),
                     Err(e) => {
                         console_error!("client look-up failed: {e}");
                         return problem(&ErrorCode::Internal.into());
@@ -195,6 +230,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Caller::Client(credential.client_id)
         }
         Route::Device => {
+            if let Some(refused) = pre_auth_limit(&env, &client_ip) {
+                return problem(&refused);
+            }
             let keys = server_keys(&env)?;
             let headers = [
                 header(HEADER_DEVICE),
@@ -318,7 +356,31 @@ fn server_keys(env: &Env) -> Result<hermod_shared::keys::KeyRing> {
 /// The active key hashes of a client, from the KV cache while fresh (unless `refresh`), else
 /// from the backend (and then cached, a miss too, so that unknown ids do not reach the backend
 /// on every request).
-async fn client_keys(env: &Env, client_id: &str, refresh: bool) -> Result<CachedClient> {
+/// The per-address budget every client and device request spends before anything else is
+/// checked; `Some` refusal when it is spent.
+fn pre_auth_limit(env: &Env, client_ip: &str) -> Option<Refusal> {
+    let rate = setting(env, VAR_RATE_IP)
+        .and_then(|s| Rate::parse(&s))
+        .unwrap_or(DEFAULT_RATE_IP);
+    let decision = limit(&format!("ip:{client_ip}"), rate);
+    (!decision.allowed).then(|| Refusal {
+        headers: decision.headers(rate.window_secs),
+        ..ErrorCode::RateLimited.into()
+    })
+}
+
+fn lookup_refused() -> Refusal {
+    Refusal {
+        headers: vec![("retry-after".into(), "60".into())],
+        ..Refusal::new(
+            ErrorCode::RateLimited,
+            Some("too many unknown client ids from this address".into()),
+        )
+    }
+}
+
+/// `None` when a back-end look-up was needed and this address's look-up budget is spent.
+async fn client_keys(env: &Env, client_id: &str, refresh: bool, client_ip: &str) -> Result<Option<CachedClient>> {
     let ttl_secs = setting(env, VAR_CLIENT_CACHE_TTL)
         .and_then(|s| s.parse::<i64>().ok())
         .unwrap_or(DEFAULT_CLIENT_CACHE_TTL_SECS);
@@ -333,10 +395,16 @@ async fn client_keys(env: &Env, client_id: &str, refresh: bool) -> Result<Cached
         {
             if let Ok(cached) = serde_json::from_str::<CachedClient>(&text) {
                 if now_ms() - cached.fetched_at_ms < ttl_secs * 1000 {
-                    return Ok(cached);
+                    return Ok(Some(cached));
                 }
             }
         }
+    }
+    let lookups = setting(env, VAR_RATE_LOOKUP)
+        .and_then(|s| Rate::parse(&s))
+        .unwrap_or(DEFAULT_RATE_LOOKUP);
+    if !limit(&format!("lookup:{client_ip}"), lookups).allowed {
+        return Ok(None);
     }
     let path = format!("/edge/clients/{client_id}");
     let mut response = forward(env, &Headers::new(), "GET", &path, &[], &Caller::Edge).await?;
@@ -360,7 +428,7 @@ async fn client_keys(env: &Env, client_id: &str, refresh: bool) -> Result<Cached
         .execute()
         .await
         .map_err(|e| Error::RustError(e.to_string()))?;
-    Ok(fresh)
+    Ok(Some(fresh))
 }
 
 fn path_url(env: &Env, path_and_query: &str) -> Result<String> {

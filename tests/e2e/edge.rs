@@ -571,3 +571,33 @@ async fn a_thousand_empty_polls_cost_the_backend_fewer_than_10_requests_and_a_ne
         .unwrap();
     assert_eq!(page.items[0].kind, hermod_shared::wire::MailboxEventKind::Cancelled);
 }
+
+#[tokio::test]
+async fn made_up_client_ids_and_one_noisy_address_are_stopped_before_the_backend() {
+    let (app, edge) = hosted(&[("RATE_LIMIT_LOOKUP", "10/60"), ("RATE_LIMIT_IP", "150/60")]).await;
+    let http = reqwest::Client::new();
+    let before = backend_requests(&app);
+    let mut statuses = std::collections::BTreeMap::new();
+    // A new made-up client id each time: each would be a look-up at the backend.
+    for i in 0..200 {
+        let creds = Creds(hermod_shared::credential::ClientCredential {
+            client_id: format!("made-up-{i}"),
+            key: "k".repeat(43),
+        });
+        let r = http
+            .get(format!("{}/command/callbacks", edge.base))
+            .header("x-api-key", creds.0.token())
+            .send()
+            .await
+            .unwrap();
+        *statuses.entry(r.status().as_u16()).or_insert(0) += 1;
+    }
+    let lookups = backend_requests(&app) - before;
+    assert!(
+        lookups <= 10,
+        "{lookups} backend requests for 200 made-up ids: {statuses:?}"
+    );
+    // 10 looked up (401), the rest refused at the edge: 429 for look-ups, then for the address.
+    assert_eq!(statuses.get(&401), Some(&10), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&190), "{statuses:?}");
+}
