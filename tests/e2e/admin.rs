@@ -926,7 +926,7 @@ async fn a_revoked_device_is_refused_and_frees_its_place_in_the_quota() {
 
 #[tokio::test]
 async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
-    let app = TestApp::start().await;
+    let app = TestApp::start_with(|s| s.long_polls.per_client = 37).await;
     let doc: Value = app
         .http
         .get(format!("{}/openapi.json", app.base))
@@ -937,7 +937,12 @@ async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    // The limits stated are this server's, as configured.
+    let description = doc["info"]["description"].as_str().unwrap();
+    assert!(description.contains("request body 65536 bytes"), "{description}");
+    assert!(description.contains("37 per client"), "{description}");
     for (path, method) in [
+        ("/ms/rekey", "post"),
         ("/command/{type}", "post"),
         ("/command/{id}", "get"),
         ("/command/{id}", "delete"),

@@ -85,6 +85,41 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document, its description stating this server's limits as configured.
+pub async fn serve(
+    axum::extract::State(state): axum::extract::State<crate::engine::AppState>,
+) -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    let s = &state.settings;
+    let limits = format!(
+        "\n\nLimits of this server (beyond each, the answer named): request body {} bytes (413); \
+         headers within {} s and body within {} s (connection closed / 400); {} connections, {} per address \
+         (closed at once); long-poll `wait` at most {} s (400); long-polls {} per device (the oldest is \
+         answered at once), {} per client (429 + Retry-After), {} in all (503 + Retry-After); admin API {} \
+         requests/s per token (429 + RateLimit-*); database unreachable: 503 + Retry-After: {} within {} s; \
+         device signature window {} s (401); an enrolment link lives at most {} s (400); callbacks {} s a \
+         request, {} in flight, {} per receiver, {} per tenant, retried after {:?} s.",
+        s.max_body_bytes,
+        s.server.header_read_timeout,
+        s.server.body_read_timeout,
+        s.server.max_connections,
+        s.server.max_connections_per_ip,
+        s.commands.max_wait,
+        s.long_polls.per_device,
+        s.long_polls.per_client,
+        s.long_polls.max,
+        s.admin.rate_limit,
+        crate::store::UNAVAILABLE_RETRY_AFTER_SECS,
+        s.database.acquire_timeout,
+        s.devices.signature_window,
+        crate::domain::command::MAX_ENROLMENT_TIMEOUT,
+        s.callbacks.request_timeout,
+        s.callbacks.concurrency,
+        s.callbacks.per_receiver_concurrency,
+        s.callbacks.per_tenant_concurrency,
+        s.callbacks.retry_schedule,
+    );
+    let description = doc.info.description.take().unwrap_or_default();
+    doc.info.description = Some(description + &limits);
+    Json(doc)
 }
