@@ -10,6 +10,9 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// Headers the answer carries besides the problem (`RateLimit-*`, `Retry-After`).
     pub headers: Vec<(String, String)>,
+    /// The request failed because its database connection died under it: a request that is
+    /// safe to repeat (a read) is tried once more on a fresh connection.
+    pub connection_lost: bool,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -20,6 +23,7 @@ impl ApiError {
             code,
             detail: Some(detail.into()),
             headers: Vec::new(),
+            connection_lost: false,
         }
     }
 
@@ -35,6 +39,7 @@ impl From<ErrorCode> for ApiError {
             code,
             detail: None,
             headers: Vec::new(),
+            connection_lost: false,
         }
     }
 }
@@ -45,6 +50,7 @@ impl From<super::command::Refusal> for ApiError {
             code: r.code,
             detail: r.detail.map(Into::into),
             headers: Vec::new(),
+            connection_lost: false,
         }
     }
 }

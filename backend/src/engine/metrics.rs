@@ -23,6 +23,8 @@ pub struct Metrics {
     pub auth_failures_client: Counter,
     pub auth_failures_device: Counter,
     pub auth_failures_admin: Counter,
+    /// Reads tried once more after their database connection died under them.
+    pub reads_retried: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,11 @@ impl Default for Metrics {
                 &mut registry,
                 "auth_failures_admin",
                 "Admin requests refused 401 for a missing or wrong token",
+            ),
+            reads_retried: m(
+                &mut registry,
+                "reads_retried",
+                "Reads tried once more after their database connection died under them",
             ),
             registry,
         }

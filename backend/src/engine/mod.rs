@@ -55,7 +55,9 @@ impl From<anyhow::Error> for ApiError {
         if let Some(db) = e.downcast_ref::<sqlx::Error>() {
             if crate::store::is_unavailable(db) {
                 tracing::warn!(error = %e, "the database is unavailable");
-                return crate::store::unavailable();
+                let mut answer = crate::store::unavailable();
+                answer.connection_lost = crate::store::is_connection_lost(db);
+                return answer;
             }
         }
         tracing::error!(error = %e, "internal error");

@@ -18,8 +18,14 @@ pub fn insert_headers(headers: &mut axum::http::HeaderMap, pairs: &[(String, Str
     }
 }
 
+/// Marks an answer whose request failed because its database connection died (see
+/// `http::server::retry_safe_once`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLost;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let connection_lost = self.connection_lost;
         let problem = Problem::new(self.code, self.detail);
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
@@ -32,6 +38,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"hermod\""),
             );
+        }
+        if connection_lost {
+            response.extensions_mut().insert(ConnectionLost);
         }
         response
     }

@@ -245,6 +245,7 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs_f64(state.settings.server.body_read_timeout),
         ))
         .layer(axum::middleware::map_response(stamp_server_time))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), retry_safe_once))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -292,6 +293,45 @@ async fn count_request(
         state.auth_failures.note(kind, &who, peer);
     }
     response
+}
+
+/// A request that is safe to repeat (GET, HEAD: no body, no change) and failed because its
+/// database connection died under it is tried once more, on a fresh connection from the pool,
+/// before the client hears of it. Writes are not repeated: the client decides (Idempotency-Key).
+/// Device requests are not repeated either: each carries a single-use nonce the first try may
+/// have spent; the device signs a new one.
+async fn retry_safe_once(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let signed = request.uri().path().contains("/ms/");
+    if !matches!(*request.method(), Method::GET | Method::HEAD) || signed {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let again = {
+        let mut copy = axum::extract::Request::new(axum::body::Body::empty());
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.version_mut() = parts.version;
+        *copy.headers_mut() = parts.headers.clone();
+        // The route's path parameters, the peer address, …: the route runs again as it ran.
+        *copy.extensions_mut() = parts.extensions.clone();
+        copy
+    };
+    let response = next.clone().run(axum::extract::Request::from_parts(parts, body)).await;
+    if response
+        .extensions()
+        .get::<crate::http::error::ConnectionLost>()
+        .is_none()
+    {
+        return response;
+    }
+    tracing::info!(uri = %again.uri(), "a read lost its database connection: tried once more");
+    state.metrics.reads_retried.inc();
+    next.run(again).await
 }
 
 /// Readiness: 200 when the database answers within a second, else 503 (a load balancer stops

@@ -96,6 +96,18 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the statement failed because its connection died (the server restarted or the
+/// network cut it), so the same statement on a fresh connection may well succeed.
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02")),
+        _ => false,
+    }
+}
+
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         Self::connect_with(url, &PoolLimits::default()).await
@@ -257,7 +269,9 @@ impl From<sqlx::Error> for crate::domain::error::ApiError {
     fn from(e: sqlx::Error) -> Self {
         if is_unavailable(&e) {
             tracing::warn!(error = %e, "the database is unavailable");
-            return unavailable();
+            let mut answer = unavailable();
+            answer.connection_lost = is_connection_lost(&e);
+            return answer;
         }
         tracing::error!(error = %e, "database error");
         hermod_shared::ErrorCode::Internal.into()
