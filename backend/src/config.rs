@@ -392,12 +392,35 @@ impl Default for CallbackSettings {
     }
 }
 
+/// A key in the file that no setting reads is most likely a typo (`callback-ulr`), and a typo
+/// in a security setting must not pass unnoticed: the start stops and names it.
+fn refuse_unknown_keys(file: &Path) -> anyhow::Result<()> {
+    use figment::Provider;
+    let data = Yaml::file(file).data()?;
+    let Some(dict) = data.into_values().next() else {
+        return Ok(());
+    };
+    let value = figment::value::Value::from(dict);
+    let mut unknown = Vec::new();
+    // Type errors are reported by the extraction that follows, with their place.
+    let _ = serde_ignored::deserialize(&value, |path| unknown.push(path.to_string())).map(|_: Settings| ());
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "{}: unknown setting{} {} (check the spelling against README.md)",
+        file.display(),
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
 impl Settings {
     /// Reads the file (if given), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             anyhow::ensure!(file.exists(), "config file {} not found", file.display());
+            refuse_unknown_keys(file)?;
             figment = figment.merge(Yaml::file(file));
         }
         let settings: Settings = figment

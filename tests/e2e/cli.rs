@@ -131,6 +131,9 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
         ("long-polls:\n  per-device: 0\n", "long-polls"),
         ("egress:\n  allow: [\"10.0.0.0/33\"]\n", "egress.allow"),
         ("max-body-bytes: 0\n", "max-body-bytes"),
+        // A typo no longer passes unnoticed.
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-ulr: http://x\n", "callback-ulr"),
+        ("servr:\n  port: 1\n", "servr"),
     ] {
         let yaml = if yaml.starts_with("public-url") {
             format!("public-url: https://example.com/{}\n", "m".repeat(3_000))
