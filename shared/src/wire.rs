@@ -74,7 +74,8 @@ pub struct Enrolment {
     pub token: String,
     /// `hermod://enrol?ms=…&token=…`, what the QR code holds.
     pub link: String,
-    /// Where to fetch the QR code (SVG) with the client's credentials.
+    /// Where to fetch the QR code (SVG) with the client's credentials: an absolute URL beside
+    /// the public mailbox URL (its prefix kept).
     pub qr_url: String,
 }
 

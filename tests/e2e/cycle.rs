@@ -21,9 +21,14 @@ async fn every_command_type_runs_provision_enrol_answer_callback() {
     assert_eq!(provision["status"], "pending");
     let enrolment = &provision["enrolment"];
     assert!(enrolment["link"].as_str().unwrap().starts_with("hermod://enrol?ms="));
+    let qr_url = enrolment["qr_url"].as_str().unwrap();
+    assert!(
+        qr_url.starts_with(&format!("{}/command/", app.base)),
+        "absolute: {qr_url}"
+    );
     let qr = app
         .http
-        .get(format!("{}{}", app.base, enrolment["qr_url"].as_str().unwrap()))
+        .get(qr_url)
         .header("x-api-key", idm.0.token())
         .send()
         .await
@@ -458,4 +463,20 @@ async fn enrolments_and_commands_at_once_all_succeed() {
     };
     let (enrolled, ()) = tokio::join!(enrolments, traffic);
     assert_eq!(enrolled.len(), 20);
+}
+
+#[tokio::test]
+async fn the_qr_url_keeps_the_prefix_of_the_public_url() {
+    let app = TestApp::start_with(|s| s.public_url = Some("https://msg.example.com/hermod/rest/ms".into())).await;
+    let provision = app
+        .create_ok(&Creds::idm(), "provision", json!({ "user_id": "pia" }))
+        .await;
+    let id = provision["id"].as_str().unwrap();
+    assert_eq!(
+        provision["enrolment"]["qr_url"],
+        format!("https://msg.example.com/hermod/rest/command/{id}/qr")
+    );
+    // And the same path answers on this server under its prefix.
+    let (status, _) = app.get(&Creds::idm(), &format!("/hermod/rest/command/{id}")).await;
+    assert_eq!(status, 200);
 }

@@ -76,7 +76,13 @@ impl CommandRow {
                     let token = server_key.issue_token(&id);
                     Enrolment {
                         link: enrolment::deep_link(public_url, &token),
-                        qr_url: format!("/command/{}/qr", self.id),
+                        // Absolute, beside the mailbox URL: `https://h/hermod/rest/ms` gives
+                        // `https://h/hermod/rest/command/{id}/qr`.
+                        qr_url: format!(
+                            "{}/command/{}/qr",
+                            public_url.strip_suffix("/ms").unwrap_or(public_url),
+                            self.id
+                        ),
                         token,
                     }
                 });
