@@ -24,8 +24,10 @@ const VAR_RATE_DEVICE: &str = "RATE_LIMIT_DEVICE";
 const DO_MAILBOX: &str = "MAILBOX";
 /// Set by a backend behind the edge: the devices whose mailbox a request changed. Not passed on.
 const HEADER_MAILBOX_DEVICES: &str = "hermod-mailbox-devices";
-/// An idle device still reaches the backend this often (its `last_seen_at` stays true).
-const FORWARD_EVERY_MS: u64 = 60_000;
+/// How often the edge asks the backend whether an idle device's mailbox is still empty (and
+/// tells it the device is alive), without holding a wait there (`RECONCILE_EVERY_SECS`).
+const DEFAULT_RECONCILE_EVERY_SECS: u64 = 300;
+const VAR_RECONCILE_EVERY: &str = "RECONCILE_EVERY_SECS";
 
 /// A key that matches no cached hash makes the edge ask the backend again when the cached entry
 /// is at least this old (a newly issued key works at once; wrong keys cost one look-up a second).
@@ -245,6 +247,22 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 Ok(s) => s,
                 Err(r) => return problem(&r),
             };
+            // A nonce seen within the window is a replay: refused here, before it spends the
+            // device's rate budget (a replaying attacker cannot lock the device out).
+            let forget_at = (signed.timestamp + hermod_shared::signing::DEFAULT_WINDOW_SECS + 1) * 1000;
+            let mut fresh = mailbox(&env, signed.device.as_str())?
+                .fetch_with_request(Request::new_with_init(
+                    &format!("https://mailbox/nonce?nonce={}&until={forget_at}", signed.nonce),
+                    RequestInit::new().with_method(Method::Post),
+                )?)
+                .await?;
+            let fresh: serde_json::Value = fresh.json().await?;
+            if fresh["fresh"] != true {
+                return problem(&Refusal::new(
+                    ErrorCode::ReplayedRequest,
+                    Some("this nonce was already used".into()),
+                ));
+            }
             let rate = setting(&env, VAR_RATE_DEVICE)
                 .and_then(|s| Rate::parse(&s))
                 .unwrap_or(DEFAULT_RATE_DEVICE);
@@ -260,19 +278,56 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         }
     };
 
-    // A device's poll: answered here while its mailbox is known to be empty.
+    // A device's poll: held and answered here while its mailbox is known to be empty.
     let mut poll_version = None;
     if let (Caller::Device(device), Some((cursor, wait))) =
         (&caller, policy::idle_poll(&method, url.path(), url.query()))
     {
-        let mut verdict = mailbox(&env, device)?
-            .fetch_with_str(&format!(
-                "https://mailbox/wait?timeout_ms={}&forward_every_ms={FORWARD_EVERY_MS}",
-                u64::from(wait) * 1000
-            ))
+        let reconcile_every = setting(&env, VAR_RECONCILE_EVERY)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_RECONCILE_EVERY_SECS)
+            * 1000;
+        let wait_at_edge = |timeout_ms: u64| {
+            let (env, device) = (&env, device.clone());
+            async move {
+                let mut verdict = mailbox(env, &device)?
+                    .fetch_with_str(&format!(
+                        "https://mailbox/wait?cursor={cursor}&timeout_ms={timeout_ms}&reconcile_every_ms={reconcile_every}"
+                    ))
+                    .await?;
+                verdict.json::<serde_json::Value>().await
+            }
+        };
+        let mut verdict = wait_at_edge(u64::from(wait) * 1000).await?;
+        if verdict["verdict"] == "reconcile" {
+            // Ask the backend, without a wait there, whether anything is pending.
+            let mut answer = forward(
+                &env,
+                &Headers::new(),
+                "GET",
+                &format!("/edge/mailboxes/{device}?cursor={cursor}"),
+                &[],
+                &Caller::Edge,
+            )
             .await?;
-        let verdict: serde_json::Value = verdict.json().await?;
-        if verdict["go"] != true {
+            let pending = answer.status_code() != 200
+                || answer
+                    .json::<serde_json::Value>()
+                    .await
+                    .map_or(true, |v| v["pending"] != false);
+            if !pending {
+                mailbox(&env, device)?
+                    .fetch_with_request(Request::new_with_init(
+                        "https://mailbox/checked",
+                        RequestInit::new().with_method(Method::Post),
+                    )?)
+                    .await?;
+                verdict = wait_at_edge(u64::from(wait) * 1000).await?;
+            } else {
+                verdict = serde_json::json!({ "verdict": "forward", "version": verdict["version"] });
+            }
+        }
+        if verdict["verdict"] == "empty" {
             let page = MailboxPage {
                 items: Vec::new(),
                 cursor,
@@ -289,22 +344,31 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
 
     let mut response = forward(&env, &request_headers, &method, &path_and_query, &body, &caller).await?;
-    // A command was created or cancelled: wake the idle polls of the devices it concerns.
+    // A command was created or cancelled: wake the idle polls of the devices it concerns, all
+    // at once (a user with 30 devices costs one round trip, not 30).
     if let Some(devices) = response.headers().get(HEADER_MAILBOX_DEVICES)? {
         response.headers_mut().delete(HEADER_MAILBOX_DEVICES)?;
+        let mut bumps = Vec::new();
         for device in devices.split(',').filter(|d| !d.is_empty()) {
             let bump = Request::new_with_init("https://mailbox/bump", RequestInit::new().with_method(Method::Post))?;
-            mailbox(&env, device)?.fetch_with_request(bump).await?;
+            let stub = mailbox(&env, device)?;
+            bumps.push(async move { stub.fetch_with_request(bump).await });
+        }
+        for result in futures_util::future::join_all(bumps).await {
+            result?;
         }
     }
     // The backend found the mailbox empty: remember it, unless something arrived meanwhile.
     if let (Some(version), 200) = (poll_version, response.status_code()) {
         let headers = response.headers().clone();
         let bytes = response.bytes().await?;
-        if serde_json::from_slice::<MailboxPage>(&bytes).is_ok_and(|p| p.items.is_empty()) {
-            if let Caller::Device(device) = &caller {
+        if let Ok(page) = serde_json::from_slice::<MailboxPage>(&bytes) {
+            if let (true, Caller::Device(device)) = (page.items.is_empty(), &caller) {
                 mailbox(&env, device)?
-                    .fetch_with_str(&format!("https://mailbox/empty?version={version}"))
+                    .fetch_with_request(Request::new_with_init(
+                        &format!("https://mailbox/empty?version={version}&cursor={}", page.cursor),
+                        RequestInit::new().with_method(Method::Post),
+                    )?)
                     .await?;
             }
         }

@@ -601,3 +601,148 @@ async fn made_up_client_ids_and_one_noisy_address_are_stopped_before_the_backend
     assert_eq!(statuses.get(&401), Some(&10), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&190), "{statuses:?}");
 }
+
+/// A device enrolled through the edge (its mailbox URL is the edge's).
+async fn device_via(edge: &Edge, user: &str) -> hermod_device::Device {
+    let provision: serde_json::Value = create_via(edge, &Creds::idm(), "provision", json!({ "user_id": user }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    hermod_device::Device::enrol(provision["enrolment"]["link"].as_str().unwrap(), None, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_device_request_is_refused_at_the_edge_and_spends_none_of_the_devices_budget() {
+    let (_app, edge) = hosted(&[("RATE_LIMIT_DEVICE", "20/60")]).await;
+    let mut device = device_via(&edge, "rita").await;
+    // A request captured on the wire: signed once, sent 101 times.
+    let secret = hermod_shared::signing::DeviceSecret::from_base64(&device.state.device_secret).unwrap();
+    let path = "/ms/mailbox?cursor=0&wait=0";
+    let now = hermod_device::now_ms() / 1000;
+    let h = hermod_shared::signing::sign(
+        &secret,
+        &device.state.device_id,
+        "GET",
+        path,
+        now,
+        "captured-nonce-0123456789",
+        b"",
+    );
+    let send = || {
+        reqwest::Client::new()
+            .get(format!("{}{path}", edge.base))
+            .header(hermod_shared::signing::HEADER_DEVICE, h.device.as_str())
+            .header(hermod_shared::signing::HEADER_TIMESTAMP, h.timestamp.to_string())
+            .header(hermod_shared::signing::HEADER_NONCE, &h.nonce)
+            .header(hermod_shared::signing::HEADER_SIGNATURE, &h.signature)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    for _ in 0..100 {
+        let r = send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "replayed_request");
+    }
+    // The real device's budget (20 a minute) is untouched by the replays.
+    assert!(device.poll(0).await.is_ok());
+}
+
+#[tokio::test]
+async fn long_polls_are_held_at_the_edge_for_their_whole_wait_also_after_eviction_and_an_older_cursor_is_forwarded() {
+    let (app, edge) = hosted(&[]).await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        devices.push(device_via(&edge, &format!("lp{i}")).await);
+    }
+    // The first poll of each goes to the backend (the edge knows nothing yet).
+    for d in devices.iter_mut() {
+        assert!(d.poll(1).await.unwrap().items.is_empty());
+    }
+    let rounds = |devices: Vec<hermod_device::Device>, wait: u32| async move {
+        let polls: Vec<_> = devices
+            .into_iter()
+            .map(|mut d| {
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let page = d.poll(wait).await.unwrap();
+                    (d, page, started.elapsed())
+                })
+            })
+            .collect();
+        let mut back = Vec::new();
+        for p in polls {
+            let (d, page, took) = p.await.unwrap();
+            assert!(page.items.is_empty());
+            assert!(
+                took >= Duration::from_millis(u64::from(wait) * 900),
+                "held for its wait: {took:?}"
+            );
+            back.push(d);
+        }
+        back
+    };
+    let before = backend_requests(&app);
+    let mut devices = rounds(devices, 2).await;
+    devices = rounds(devices, 2).await;
+    assert_eq!(
+        backend_requests(&app) - before,
+        0,
+        "long-polls on known-empty mailboxes stay at the edge"
+    );
+
+    // Idle past the Durable Objects' eviction (about 10 s without a request): what they knew
+    // was stored, so the next long-polls still stay at the edge.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let before = backend_requests(&app);
+    devices = rounds(devices, 1).await;
+    assert_eq!(backend_requests(&app) - before, 0, "after eviction too");
+
+    // A command still reaches a device waiting at the edge.
+    let mut waiting = devices.remove(0);
+    let poll = tokio::spawn(async move {
+        let page = waiting.poll(30).await.unwrap();
+        (waiting, page)
+    });
+    let created: serde_json::Value = create_via(&edge, &Creds::idm(), "authenticate", json!({ "user_id": "lp0" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (mut device, page) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());
+    // Read to the end (the edge learns the mailbox is empty at the new cursor) ...
+    assert!(device.poll(0).await.unwrap().items.is_empty());
+    // ... then ask from an older cursor: forwarded, and the open command is there again.
+    device.state.cursor = 0;
+    let again = device.poll(0).await.unwrap();
+    assert_eq!(again.items[0].command.id.as_str(), created["id"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn an_idle_devices_mailbox_is_reconciled_with_the_backend_at_the_stated_interval_without_a_wait_there() {
+    let (app, edge) = hosted(&[("RECONCILE_EVERY_SECS", "2")]).await;
+    let mut device = device_via(&edge, "remy").await;
+    assert!(device.poll(0).await.unwrap().items.is_empty()); // forwarded: the edge learns "empty"
+    let before = backend_requests(&app);
+    // Two long-polls of 2 s at the edge: the second starts past the interval, so the edge asks
+    // the backend once (a look-up that holds nothing) and then waits at the edge.
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        assert!(device.poll(2).await.unwrap().items.is_empty());
+        assert!(started.elapsed() >= Duration::from_millis(1_800));
+    }
+    assert_eq!(backend_requests(&app) - before, 1, "one reconciliation");
+    // The device counts as seen by it.
+    let seen: Option<i64> = sqlx::query_scalar("SELECT last_seen_at FROM devices WHERE id = $1")
+        .bind(device.state.device_id.as_str())
+        .fetch_one(&app.state.db.write)
+        .await
+        .unwrap();
+    assert!(seen.is_some_and(|at| at >= hermod_device::now_ms() - 5_000), "{seen:?}");
+}

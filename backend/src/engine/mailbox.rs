@@ -85,6 +85,22 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
     }
 }
 
+/// Whether the device has anything after `cursor` (for the edge's reconciliation): a read that
+/// neither waits nor marks anything delivered.
+pub async fn has_items(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<bool> {
+    let mut cursor = cursor;
+    loop {
+        let (items, next) = read(state, device, cursor).await?;
+        if !items.is_empty() {
+            return Ok(true);
+        }
+        if next == cursor {
+            return Ok(false);
+        }
+        cursor = next;
+    }
+}
+
 async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
     let rows: Vec<EventRow> = match &state.db.sqlite_read {
         Some(readers) => {

@@ -106,3 +106,41 @@ pub async fn client_for_edge(
     }
     Ok(axum::Json(hermod_shared::wire::EdgeClient { client_id, key_hashes }))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ReconcileQuery {
+    pub cursor: i64,
+}
+
+/// `GET /edge/mailboxes/{device_id}?cursor=N`: whether an active device has anything after its
+/// cursor, answered at once (no wait, nothing marked delivered), and the device counted as seen.
+/// The edge asks this at its reconciliation interval instead of forwarding a long-poll that the
+/// backend would hold. Only the edge reaches it.
+pub async fn mailbox_for_edge(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<EdgeCaller>>,
+    axum::extract::Path(device_id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ReconcileQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match caller {
+        Some(axum::Extension(EdgeCaller(Caller::Edge))) if state.settings.edge.secret.is_some() => {}
+        _ => return Err(ErrorCode::NotFound.into()),
+    }
+    let device: Option<crate::store::devices::DeviceRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM devices WHERE id = $1 AND revoked_at IS NULL",
+        crate::store::devices::COLUMNS
+    ))
+    .bind(&device_id)
+    .fetch_optional(&state.db.read)
+    .await?;
+    let Some(device) = device else {
+        return Err(ErrorCode::DeviceNotFound.into());
+    };
+    let pending = crate::engine::mailbox::has_items(&state, &device, q.cursor.max(0)).await?;
+    sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+        .bind(crate::store::now_ms())
+        .bind(&device.id)
+        .execute(&state.db.write)
+        .await?;
+    Ok(axum::Json(serde_json::json!({ "pending": pending })))
+}

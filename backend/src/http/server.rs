@@ -228,6 +228,10 @@ pub fn router(state: AppState) -> Router {
             "/edge/clients/{client_id}",
             get(crate::http::edge_channel::client_for_edge),
         )
+        .route(
+            "/edge/mailboxes/{device_id}",
+            get(crate::http::edge_channel::mailbox_for_edge),
+        )
         .layer(behind_edge());
     Router::new()
         .merge(api.clone())
