@@ -1113,14 +1113,8 @@ async fn failed_authentications_are_counted_and_summarised_in_the_tenants_audit_
     let forged_admin = AdminApi::with_token(&app.base, "adm_forged.secret-part-never-logged");
     assert_eq!(forged_admin.get("/admin/tenants/acme").await.0, 401);
 
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("hermod_auth_failures_client_total 6"), "{metrics}");
-    assert!(metrics.contains("hermod_auth_failures_admin_total 1"), "{metrics}");
+    assert_eq!(metric(&app.base, "hermod_auth_failures_client_total").await, 6);
+    assert_eq!(metric(&app.base, "hermod_auth_failures_admin_total").await, 1);
 
     // One summary record in acme's log: who, how often, from where; never the key presented.
     let summary = || async {

@@ -23,19 +23,6 @@ async fn approved_command(app: &TestApp, device: &mut hermod_device::Device, use
     created["id"].as_str().unwrap().to_owned()
 }
 
-/// [`approved_command`] for any client.
-async fn approved_for(app: &TestApp, creds: &Creds, device: &mut hermod_device::Device, user: &str) -> String {
-    let created = app.create_ok(creds, "authenticate", json!({ "user_id": user })).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let page = device.poll(5).await.unwrap();
-    let item = page.items.iter().find(|i| i.command.id.as_str() == id).unwrap();
-    device
-        .respond(&item.command.id, Decision::Approved, None)
-        .await
-        .unwrap();
-    id
-}
-
 fn deliveries_of(app: &TestApp, id: &str) -> Vec<Received> {
     app.receiver
         .received()

@@ -808,3 +808,47 @@ pub async fn sleep_to_next_second() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis()) + 20)).await;
 }
+
+/// A counter of `/metrics` at `base` (0 when absent, or when `/metrics` could not be read: a
+/// test at a connection cap polls it until it can).
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("{base}/metrics")).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The enrolment link of a new `provision` command for `user`, made through `base` with `http`.
+pub async fn provision_link(http: &reqwest::Client, base: &str, creds: &Creds, user: &str) -> String {
+    let provision: Value = http
+        .post(format!("{base}/command/provision"))
+        .header("x-api-key", creds.0.token())
+        .json(&serde_json::json!({ "user_id": user }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    provision["enrolment"]["link"].as_str().unwrap().to_owned()
+}
+
+/// Creates an authenticate command for `user` through `creds`, has `device` approve it, and
+/// returns its id.
+pub async fn approved_for(app: &TestApp, creds: &Creds, device: &mut Device, user: &str) -> String {
+    let created = app
+        .create_ok(creds, "authenticate", serde_json::json!({ "user_id": user }))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let page = device.poll(5).await.unwrap();
+    let item = page.items.iter().find(|i| i.command.id.as_str() == id).unwrap();
+    device
+        .respond(&item.command.id, hermod_shared::wire::Decision::Approved, None)
+        .await
+        .unwrap();
+    id
+}

@@ -100,11 +100,7 @@ async fn connections_over_the_per_address_and_total_caps_are_closed_at_once() {
     drop(held.pop());
     eventually(Duration::from_secs(5), "a freed place serves", || health(&app.base)).await;
     eventually(Duration::from_secs(5), "/metrics counts the refusal", || async {
-        let Ok(r) = reqwest::get(format!("{}/metrics", app.base)).await else {
-            return false;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.contains("hermod_connections_refused_total") && !text.contains("hermod_connections_refused_total 0\n")
+        metric(&app.base, "hermod_connections_refused_total").await > 0
     })
     .await;
     drop(held);
@@ -222,17 +218,7 @@ async fn shutdown_answers_long_polls_at_once_and_drains_within_the_grace() {
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let provision: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/command/provision"))
-        .header("x-api-key", Creds::idm().0.token())
-        .json(&json!({ "user_id": "max" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let link = provision["enrolment"]["link"].as_str().unwrap().to_owned();
+    let link = provision_link(&reqwest::Client::new(), &base, &Creds::idm(), "max").await;
     let mut device = hermod_device::Device::enrol(&link, None, None).await.unwrap();
     let poll = tokio::spawn(async move { device.poll(60).await });
     wait_until(Duration::from_secs(5), "the long-poll waits", || {

@@ -241,18 +241,7 @@ async fn a_read_whose_connection_dies_under_it_is_tried_once_more_and_answers() 
             })
         })
         .collect();
-    let retried = || async {
-        let text = reqwest::get(format!("{}/metrics", app.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("hermod_reads_retried_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let retried = || metric(&app.base, "hermod_reads_retried_total");
     // Cut the connections under the readers until some read has been caught mid-statement.
     let deadline = Instant::now() + Duration::from_secs(30);
     while retried().await == 0 {

@@ -127,17 +127,6 @@ async fn rows_past_their_period_are_removed_and_nothing_owed_is_touched() {
         .get(&Creds::idm(), &format!("/command/{}", open["id"].as_str().unwrap()))
         .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("pending")));
-    let metrics = reqwest::get(format!("{}/metrics", sweeper.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let removed: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hermod_retention_removed_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let removed = metric(&sweeper.base, "hermod_retention_removed_total").await;
     assert!(removed >= (delivered + dead + audit + 1) as u64, "{removed}");
 }

@@ -118,17 +118,7 @@ async fn over_tls_a_stalled_handshake_is_closed_within_the_header_timeout_and_sh
         .build()
         .unwrap();
     let base = format!("https://localhost:{port}");
-    let provision: serde_json::Value = trusting
-        .post(format!("{base}/command/provision"))
-        .header("x-api-key", Creds::idm().0.token())
-        .json(&json!({ "user_id": "tess" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let link = provision["enrolment"]["link"].as_str().unwrap().to_owned();
+    let link = provision_link(&trusting, &base, &Creds::idm(), "tess").await;
     let state_dev = hermod_device::Device::enrol_with(trusting.clone(), &link, None, None).await;
     let mut device = state_dev.unwrap();
     let poll = tokio::spawn(async move { device.poll(60).await });
