@@ -200,16 +200,6 @@ impl Default for DatabaseSettings {
     }
 }
 
-impl DatabaseSettings {
-    pub fn pool_limits(&self) -> crate::store::PoolLimits {
-        crate::store::PoolLimits {
-            max_connections: self.max_connections,
-            acquire_timeout: std::time::Duration::from_secs_f64(self.acquire_timeout),
-            startup_wait: std::time::Duration::from_secs_f64(self.startup_wait),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CommandSettings {

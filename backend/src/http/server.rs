@@ -40,7 +40,11 @@ impl Application {
     /// Connects and migrates the database, synchronises the config's clients, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tls = crate::http::tls::server_config(&settings.server.ssl)?;
-        let db = Db::connect_with(&settings.database.url, &settings.database.pool_limits()).await?;
+        let db = Db::connect_with(
+            &settings.database.url,
+            &crate::store::PoolLimits::from_settings(&settings.database),
+        )
+        .await?;
         db.migrate().await?;
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
         let keys = crate::engine::keys::load(&settings, &db).await?;

@@ -68,6 +68,16 @@ pub struct PoolLimits {
     pub startup_wait: std::time::Duration,
 }
 
+impl PoolLimits {
+    pub fn from_settings(s: &crate::config::DatabaseSettings) -> Self {
+        Self {
+            max_connections: s.max_connections,
+            acquire_timeout: std::time::Duration::from_secs_f64(s.acquire_timeout),
+            startup_wait: std::time::Duration::from_secs_f64(s.startup_wait),
+        }
+    }
+}
+
 impl Default for PoolLimits {
     fn default() -> Self {
         Self {
