@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Hermod on a fresh machine or an old one. It installs what the tests need
-# (wasm32 target, worker-build, wasm-bindgen-cli, wrangler from npm), skipping whatever is
-# already there, then checks formatting and lints, builds the protocol crate and the edge
-# Worker for wasm32, and runs every unit and end-to-end test (the edge under `wrangler dev`).
+# (wasm32 target, worker-build, wasm-bindgen-cli, wrangler from npm; for fuzzing the nightly
+# toolchain and cargo-fuzz), skipping whatever is already there, then checks formatting and
+# lints, builds the protocol crate and the edge Worker for wasm32, runs every unit and
+# end-to-end test (the edge under `wrangler dev`), and a short fuzz smoke run of every target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -53,3 +54,8 @@ else
     step "end-to-end tests on PostgreSQL"
     HERMOD_TEST_DATABASE=postgres cargo test -p hermod --test e2e --no-fail-fast
 fi
+
+# Every parser of outside bytes is fuzzed (fuzz/, docs/SECURITY.md); here each target runs a
+# short smoke time. `scripts/fuzz.sh 600` is the long run.
+step "fuzz smoke: every target for ${FUZZ_SMOKE_SECONDS:-5} s"
+./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-5}"

@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = webhook::verify(&[], &msg_id, &timestamp, &header, payload, now, TOLERANCE);
 
     // A header signed by either secret (a rotation) verifies at its time; another payload not.
-    if let Ok(ts) = timestamp.trim().parse::<i64>() {
+    let real_clock = timestamp.trim().parse::<i64>().ok().filter(|ts| (0..16_725_225_600).contains(ts));
+    if let Some(ts) = real_clock {
         let signed = signature_header(&[other, spec.clone()], &msg_id, ts, payload);
         assert_eq!(
             webhook::verify(&[spec.clone()], &msg_id, &timestamp, &signed, payload, ts, TOLERANCE),
