@@ -572,6 +572,15 @@ impl Settings {
             self.database.max_connections > 0,
             "database.max-connections must be positive"
         );
+        anyhow::ensure!(self.admin.rate_limit > 0, "admin.rate-limit must be positive");
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.retention.batch),
+            "retention.batch must be 1 to 100000"
+        );
+        anyhow::ensure!(
+            self.retention.interval.is_finite() && (0.01..=86_400.0).contains(&self.retention.interval),
+            "retention.interval must be 0.01 to 86400 seconds"
+        );
         for (name, secs) in [
             ("database.acquire-timeout", self.database.acquire_timeout),
             ("admin.auth-failure-summary", self.admin.auth_failure_summary),

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     duration("server.body-read-timeout", s.server.body_read_timeout);
     duration("server.shutdown-grace", s.server.shutdown_grace);
     // store: the pool limits.
-    let _ = s.database.pool_limits();
+    let _ = hermod::store::PoolLimits::from_settings(&s.database);
     // engine::retention and engine::auth_failures tick at these.
     interval("retention.interval", s.retention.interval);
     interval("admin.auth-failure-summary", s.admin.auth_failure_summary);

@@ -134,6 +134,12 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
         // A typo no longer passes unnoticed.
         ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-ulr: http://x\n", "callback-ulr"),
         ("servr:\n  port: 1\n", "servr"),
+        // Found by the config fuzz target: a zero timer interval, written as a sequence.
+        ("retention: \n-    0 # s", "retention.interval"),
+        ("retention:\n  interval: 0\n", "retention.interval"),
+        ("retention:\n  batch: 0\n", "retention.batch"),
+        ("admin:\n  auth-failure-summary: 0\n", "auth-failure-summary"),
+        ("admin:\n  rate-limit: 0\n", "admin.rate-limit"),
     ] {
         let yaml = if yaml.starts_with("public-url") {
             format!("public-url: https://example.com/{}\n", "m".repeat(3_000))
