@@ -332,7 +332,7 @@ impl Default for LongPollSettings {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct EgressSettings {
-    /// CIDRs (`10.20.0.0/16`) and hosts (`receiver.internal`, `receiver.internal:8443`) allowed
+    /// CIDRs (`10.20.0.0/16`) and hosts (`receiver.internal`, on any port) allowed
     /// besides public addresses.
     pub allow: Vec<String>,
     /// Fixed addresses for names, used instead of DNS (like `curl --resolve`); the address is
