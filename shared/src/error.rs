@@ -108,7 +108,7 @@ impl ErrorCode {
             UnknownCommandType => "Unknown command type",
             InvalidLifetimes => "timeout must be positive and shorter than lifespan",
             BodyTooLarge => "The request body is too large",
-            InvalidCredentials => "Missing or invalid client credentials",
+            InvalidCredentials => "Missing or invalid credentials",
             InvalidSignature => "Missing or invalid request signature",
             StaleRequest => "The request timestamp is too far from the server's time",
             ReplayedRequest => "This nonce was already used",

@@ -233,6 +233,9 @@ async fn each_admin_secret_opens_only_its_own_door() {
         let (status, body) = api.get("/admin/tenants/acme").await;
         assert_eq!(status, 401, "{name}: {body}");
         assert_eq!(body["code"], "invalid_credentials");
+        // Named for what this door takes, not for the client API's credentials.
+        assert_eq!(body["title"], "Missing or invalid credentials", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("admin token"), "{body}");
     }
     let r = reqwest::Client::new()
         .get(format!("{}/admin/tenants/acme", app.base))
@@ -994,6 +997,39 @@ async fn the_openapi_document_describes_the_client_device_and_admin_apis() {
     }
     let create = &doc["paths"]["/command/{type}"]["post"]["responses"];
     assert!(create["429"].is_object(), "the quota answer is documented");
+    // Every answer an operation can give is documented: 401 named for the credential it takes
+    // (an admin token is not "client credentials"), 413 and 415 wherever a JSON body is read,
+    // 503 when the database is away.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let answers = &op["responses"];
+            let security = op["security"].to_string();
+            if security.contains("admin_token") {
+                let unauthorized = answers["401"]["description"].as_str().unwrap_or_default();
+                assert!(unauthorized.contains("admin token"), "{method} {path}: {unauthorized}");
+                assert!(answers["429"].is_object(), "{method} {path}: the admin rate limit");
+            } else if security.contains("api_key") {
+                let unauthorized = answers["401"]["description"].as_str().unwrap_or_default();
+                assert!(
+                    unauthorized.contains("client credentials"),
+                    "{method} {path}: {unauthorized}"
+                );
+            } else if security.contains("device_signature") {
+                assert!(answers["401"].is_object(), "{method} {path}");
+            }
+            if op["requestBody"].is_object() {
+                for status in ["413", "415"] {
+                    assert!(
+                        answers[status].is_object(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+            if path != "/ms/time" {
+                assert!(answers["503"].is_object(), "{method} {path} does not document 503");
+            }
+        }
+    }
     let admin = &doc["paths"]["/admin/tenants"]["post"]["security"][0];
     assert!(admin["admin_token"].is_array());
     assert_eq!(doc["components"]["securitySchemes"]["admin_token"]["scheme"], "bearer");

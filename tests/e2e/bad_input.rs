@@ -622,3 +622,39 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         "command.approved"
     );
 }
+
+/// `OPTIONS` names exactly the methods a path takes, and so does a 405's `Allow`: creating is
+/// `POST /command/{type}`, reading and cancelling `GET`/`DELETE /command/{id}`, though one
+/// route serves both.
+#[tokio::test]
+async fn options_and_method_not_allowed_name_only_the_methods_the_path_takes() {
+    let app = TestApp::start().await;
+    let id = "cmd_0123456789abcdef0123456789abcdef";
+    for prefix in ["", "/hermod/rest"] {
+        for (path, methods) in [
+            ("/command/provision".to_owned(), "POST,OPTIONS"),
+            ("/command/x-custom".to_owned(), "POST,OPTIONS"),
+            (format!("/command/{id}"), "GET,HEAD,DELETE,OPTIONS"),
+            ("/ms/mailbox".to_owned(), "GET,HEAD,OPTIONS"),
+            ("/command/callbacks".to_owned(), "GET,HEAD,OPTIONS"),
+        ] {
+            let url = format!("{}{prefix}{path}", app.base);
+            let r = app.http.request(reqwest::Method::OPTIONS, &url).send().await.unwrap();
+            assert_eq!(r.status(), 204, "OPTIONS {prefix}{path}");
+            assert_eq!(r.headers()["allow"], methods, "OPTIONS {prefix}{path}");
+            let r = app.http.put(&url).send().await.unwrap();
+            assert_eq!(r.status(), 405, "PUT {prefix}{path}");
+            assert_eq!(r.headers()["allow"], methods, "PUT {prefix}{path}");
+            let problem: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(problem["code"], "method_not_allowed");
+        }
+    }
+    // A method the path refuses is refused, as the list says.
+    let r = app
+        .http
+        .delete(format!("{}/command/provision", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}

@@ -8,6 +8,7 @@ mod callbacks;
 mod certs;
 mod cli;
 mod cycle;
+mod deploy;
 mod durability;
 mod edge;
 mod edge_channel;

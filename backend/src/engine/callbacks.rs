@@ -477,6 +477,7 @@ impl Outbox {
             Outcome::Dead { gone } => {
                 let disable_client = gone && receiver.callback_disabled_at.is_none();
                 if disable_client {
+                    self.metrics.callback_receivers_disabled.inc();
                     tracing::warn!(client = %event.client_pk, "callback receiver answered 410 Gone: disabled");
                 }
                 tracing::warn!(event = %event.id, attempts, "callback dead-lettered");
@@ -578,6 +579,9 @@ impl Outbox {
             tracing::warn!(client = %client_id, "callback receiver failed for a whole retry window: disabled");
         }
         tx.commit().await?;
+        if disabled.is_some() {
+            self.metrics.callback_receivers_disabled.inc();
+        }
         Ok(())
     }
 

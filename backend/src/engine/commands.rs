@@ -449,6 +449,7 @@ pub async fn respond(
 }
 
 fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {
+    state.metrics.finished(&row.status);
     state.wakeups.wake(&wake::command_key(&row.id));
     if callback_queued {
         state.outbox.notify_one();
@@ -542,6 +543,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("sweeping: {:?}", e.code))?;
         for (row, _) in &expired {
+            state.metrics.finished("expired");
             state.wakeups.wake(&wake::command_key(&row.id));
         }
         if expired.iter().any(|(_, queued)| *queued) {
@@ -572,6 +574,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<()> {
         }
         tx.commit().await?;
         for id in &expired {
+            state.metrics.finished("expired");
             state.wakeups.wake(&wake::command_key(id));
         }
         if queued {

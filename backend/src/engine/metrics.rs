@@ -1,22 +1,42 @@
-//! Counters, served in the Prometheus text format at `/metrics`.
+//! Counters and gauges, served in the OpenMetrics text format at `/metrics`.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A command's final status, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
 
 pub struct Metrics {
     registry: Registry,
     /// Every HTTP request the backend answered.
     pub http_requests: Counter,
     pub commands_created: Counter,
+    /// Commands that reached a final status (approved, declined, expired, cancelled), by it.
+    pub commands_finished: Family<StatusLabel, Counter>,
     pub callbacks_delivered: Counter,
     /// Failed attempts that will be tried again.
     pub callbacks_retried: Counter,
     /// Events that ran out of retries or met a 410.
     pub callbacks_dead: Counter,
+    /// Receivers disabled: a 410 Gone, or failing through a whole retry window.
+    pub callback_receivers_disabled: Counter,
     /// Connections closed at once: over `server.max-connections` or the per-address cap.
     pub connections_refused: Counter,
     /// Long-polls refused or released early by their caps.
     pub long_polls_capped: Counter,
+    /// Long-polls held now (set when `/metrics` is read).
+    pub long_polls_open: Gauge,
+    /// Requests answered 503 (the database unreachable, or a long-poll limit reached).
+    pub http_unavailable: Counter,
     /// Rows the retention sweeper removed.
     pub retention_removed: Counter,
     /// Requests refused 401, by what failed.
@@ -38,6 +58,19 @@ impl Default for Metrics {
         Self {
             http_requests: m(&mut registry, "http_requests", "HTTP requests answered by the backend"),
             commands_created: m(&mut registry, "commands_created", "Commands created"),
+            commands_finished: {
+                let f = Family::<StatusLabel, Counter>::default();
+                // Every final status from the start, at 0, so that a rate over it has a series.
+                for status in ["approved", "declined", "expired", "cancelled"] {
+                    let _ = f.get_or_create(&StatusLabel { status: status.into() });
+                }
+                registry.register(
+                    "commands_finished",
+                    "Commands that reached a final status, by status",
+                    f.clone(),
+                );
+                f
+            },
             callbacks_delivered: m(
                 &mut registry,
                 "callbacks_delivered",
@@ -52,6 +85,21 @@ impl Default for Metrics {
                 &mut registry,
                 "callbacks_dead",
                 "Callbacks out of retries or refused with 410 Gone",
+            ),
+            callback_receivers_disabled: m(
+                &mut registry,
+                "callback_receivers_disabled",
+                "Callback receivers disabled: 410 Gone, or failing through a whole retry window",
+            ),
+            long_polls_open: {
+                let g = Gauge::default();
+                registry.register("long_polls_open", "Long-polls held now", g.clone());
+                g
+            },
+            http_unavailable: m(
+                &mut registry,
+                "http_unavailable",
+                "Requests answered 503: the database unreachable or a long-poll limit reached",
             ),
             connections_refused: m(
                 &mut registry,
@@ -94,6 +142,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a command that reached its final `status`.
+    pub fn finished(&self, status: &str) {
+        self.commands_finished
+            .get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -60,7 +60,11 @@ fn equal(a: &str, b: &str) -> bool {
 }
 
 fn refused() -> ApiError {
-    ApiError::from(ErrorCode::InvalidCredentials).with_headers(vec![(
+    ApiError::new(
+        ErrorCode::InvalidCredentials,
+        "an admin token is needed: Authorization: Bearer with the operator key or a tenant admin token",
+    )
+    .with_headers(vec![(
         "www-authenticate".into(),
         "Bearer realm=\"hermod-admin\"".into(),
     )])

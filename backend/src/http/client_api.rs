@@ -35,7 +35,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
     responses(
         (status = 201, description = "Created (or replayed for the same Idempotency-Key)", body = CommandView),
         (status = 400, description = "Malformed JSON, unknown type, bad timeout/lifespan", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid client credentials (`invalid_credentials`), or a disabled client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such device or user in the client's group", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency-Key reused with another request", body = Problem, content_type = "application/problem+json"),

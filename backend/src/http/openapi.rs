@@ -52,6 +52,93 @@ impl Modify for Security {
     }
 }
 
+/// The answers every operation can give for the same reasons, added where a handler did not
+/// document them: 401 by the kind of credential it takes, 413 and 415 where it reads a JSON
+/// body, 429 where a rate applies, 503 when the database is unreachable.
+struct StandardAnswers;
+
+fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        )
+        .build()
+        .into()
+}
+
+impl Modify for StandardAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+            ];
+            for op in operations.into_iter().flatten() {
+                let schemes: Vec<String> = op
+                    .security
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .filter_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+                    .flatten()
+                    .collect();
+                let has_body = op.request_body.is_some();
+                let answers = &mut op.responses.responses;
+                // Added where missing, and where a handler listed the status without saying why.
+                let mut add = |status: &str, description: &str| {
+                    let answer = answers.entry(status.to_owned()).or_insert_with(|| problem(description));
+                    if let utoipa::openapi::RefOr::T(r) = answer {
+                        if r.description.is_empty() {
+                            r.description = description.to_owned();
+                        }
+                    }
+                };
+                if schemes.iter().any(|s| s == "admin_token") {
+                    add(
+                        "401",
+                        "Missing or invalid admin token (`invalid_credentials`, with WWW-Authenticate: Bearer)",
+                    );
+                    add(
+                        "429",
+                        "More admin requests a second with this token than `admin.rate-limit` (Retry-After)",
+                    );
+                } else if schemes.iter().any(|s| s == "api_key" || s == "basic") {
+                    add(
+                        "401",
+                        "Missing or invalid client credentials (`invalid_credentials`), or a disabled client",
+                    );
+                } else if schemes.iter().any(|s| s == "device_signature") {
+                    add(
+                        "401",
+                        "The device request's signature is missing or wrong (`invalid_signature`), its timestamp \
+                         outside the signature window (`stale_request`) or its nonce used before (`replayed_request`)",
+                    );
+                }
+                if has_body {
+                    add("413", "The body is larger than `max-body-bytes` (`body_too_large`)");
+                    add(
+                        "415",
+                        "The body is not `Content-Type: application/json` (`unsupported_media_type`)",
+                    );
+                }
+                if path != "/ms/time" && path != "/openapi.json" {
+                    add(
+                        "503",
+                        "The database is unreachable or the server is at a limit (`unavailable`, Retry-After)",
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -74,7 +161,7 @@ impl Modify for Security {
         admin_api::revoke_client_key, admin_api::audit_log,
     ),
     components(schemas(hermod_shared::wire::CallbackEvent)),
-    modifiers(&Security),
+    modifiers(&Security, &StandardAnswers),
     tags(
         (name = "commands", description = "For server systems (client API key)"),
         (name = "devices", description = "Devices of the client's group"),

@@ -237,7 +237,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::http::edge_channel::mailbox_for_edge),
         )
         .layer(behind_edge());
-    Router::new()
+    let routes = Router::new()
         .merge(api.clone())
         .merge(internal)
         .merge(admin)
@@ -256,7 +256,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), retry_safe_once))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    // Outside the whole router: `Router::layer` wraps each route, inside the part that lists
+    // a route's methods in `Allow`.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(options_and_allow))
 }
 
 async fn count_request(
@@ -291,6 +296,9 @@ async fn count_request(
         (Kind::Client, client)
     };
     let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        state.metrics.http_unavailable.inc();
+    }
     if response.status() == axum::http::StatusCode::UNAUTHORIZED {
         let (kind, who) = claimed;
         match kind {
@@ -362,10 +370,53 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    state.metrics.long_polls_open.set(state.long_polls.open() as i64);
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(axum::http::header::CONTENT_TYPE, crate::engine::metrics::CONTENT_TYPE)],
         state.metrics.render(),
     )
+}
+
+/// The methods `/command/{name}` takes for this `name`: creating is `POST /command/{type}`,
+/// reading and cancelling `GET`/`DELETE /command/{id}`; one route serves both, so the router's
+/// own list would name methods that this path refuses.
+fn command_route_methods(path: &str) -> Option<&'static str> {
+    let path = path.strip_prefix("/hermod/rest").unwrap_or(path);
+    let name = path.strip_prefix("/command/").filter(|n| !n.contains('/'))?;
+    if hermod_shared::CommandId::parse(name).is_some() {
+        Some("GET,HEAD,DELETE")
+    } else if hermod_shared::CommandType::parse(name).is_ok() {
+        Some("POST")
+    } else {
+        None
+    }
+}
+
+/// `OPTIONS` answers 204 with the methods the path takes; a 405 names the same methods in
+/// `Allow` (RFC 9110 §15.5.6), never one the path refuses.
+async fn options_and_allow(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{header::ALLOW, Method, StatusCode};
+    use axum::response::IntoResponse;
+    let options = request.method() == Method::OPTIONS;
+    let exact = command_route_methods(request.uri().path());
+    let mut response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let listed = response
+        .headers()
+        .get(ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(methods) = exact.map(str::to_owned).or(listed) else {
+        return response;
+    };
+    let allow = HeaderValue::try_from(format!("{methods},OPTIONS")).expect("method names are header-safe");
+    if options {
+        response = StatusCode::NO_CONTENT.into_response();
+    }
+    response.headers_mut().insert(ALLOW, allow);
+    response
 }
 
 async fn stamp_server_time(mut response: Response) -> Response {
