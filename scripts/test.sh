@@ -34,6 +34,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p hermod-edge --target wasm32-unknown-unknown -- -D warnings
 
+step "the device protocol's test vectors, checked by a second signer written from docs/PROTOCOL.md"
+python3 tests/vectors/check_device_protocol.py
+
 step "shared builds for wasm32-unknown-unknown; the edge Worker builds with worker-build"
 cargo build -p hermod-shared --target wasm32-unknown-unknown
 # WASM_BINDGEN_BIN and ESBUILD_BIN keep worker-build from downloading them (no GitHub here);

@@ -144,6 +144,36 @@ mod tests {
         assert_eq!(parse_deep_link("hermod://enrol?ms=%zz&token=t"), None);
     }
 
+    /// Level M, version 40 holds 5,596 digits, 3,391 upper-case alphanumerics or 2,331 bytes:
+    /// exactly that fits, one more is refused (no panic).
+    #[test]
+    fn qr_codes_hold_exactly_the_capacity_of_the_largest_version_in_each_mode() {
+        for (unit, capacity) in [("7", 5596), ("A", 3391), ("a", 2331)] {
+            let svg = qr_svg(&unit.repeat(capacity)).unwrap_or_else(|| panic!("{capacity} × {unit:?} fits"));
+            assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
+            assert_eq!(qr_svg(&unit.repeat(capacity + 1)), None, "{} × {unit:?}", capacity + 1);
+        }
+        // A mixed text at the byte capacity fits in bytes whatever its mix.
+        let mixed: String = "a7A/".chars().cycle().take(2331).collect();
+        assert!(qr_svg(&mixed).is_some());
+    }
+
+    proptest::proptest! {
+        // Rendering a large code takes a while in a debug build: a few dozen texts, each of any
+        // characters and any length to past every capacity.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn any_text_is_rendered_or_refused_and_never_panics(text in "\\PC{0,3000}") {
+            match qr_svg(&text) {
+                Some(svg) => {
+                    proptest::prop_assert!(text.len() <= 5596);
+                    proptest::prop_assert!(svg.contains("<svg"));
+                }
+                None => proptest::prop_assert!(text.len() > 2331, "{} bytes fit a code", text.len()),
+            }
+        }
+    }
+
     #[test]
     fn qr_code_is_an_svg() {
         let svg = qr_svg(&deep_link("https://h/ms", &issue_token(b"k", &command()))).unwrap();
