@@ -17,8 +17,18 @@ use hermod_device::Device;
     about = "Hermod: a command broker between identity servers and authenticator apps"
 )]
 struct Cli {
+    /// Log lines as text (colours only on a terminal, and never with NO_COLOR set) or as one
+    /// JSON object each, for log shippers.
+    #[arg(long, global = true, value_enum, env = "HERMOD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -95,13 +105,20 @@ enum DeviceCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERMOD_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(c.config.as_deref())?;
             let db = crate::store::Db::connect(&settings.database.url).await?;
             db.migrate().await?;
-            eprintln!("database is up to date");
+            println!("database is up to date");
             Ok(())
         }
         Command::GenClient { client_id, group } => {

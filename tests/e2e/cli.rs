@@ -112,6 +112,35 @@ fn the_sample_config_in_the_repository_loads() {
     assert_eq!(settings.public_url.as_deref(), Some("http://127.0.0.1:8080/ms"));
 }
 
+/// Logs written to a file or a pipe carry no colour codes; `--log-format json` writes one JSON
+/// object a line for log shippers.
+#[test]
+fn logs_to_a_pipe_are_plain_text_or_one_json_object_a_line() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hermod-conf.yml");
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(HERMOD)
+            .args(["migrate", "--log-format", format, "--config"])
+            .arg(&sample)
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .env("HERMOD_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = String::from_utf8(out.stderr).unwrap();
+        assert!(!log.trim().is_empty(), "{format}: nothing logged");
+        assert!(!log.contains('\x1b'), "{format}: colour codes in a piped log:\n{log}");
+        if format == "json" {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let record: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(record["level"].is_string() && record["fields"].is_object(), "{line}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_broken_config_is_refused_at_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
