@@ -35,8 +35,9 @@ enum LogFormat {
 enum Command {
     /// Run the server (embedded SQLite unless DATABASE_URL says otherwise).
     Serve(ConfigArg),
-    /// Create or upgrade the database schema, then exit.
-    Migrate(ConfigArg),
+    /// Create or upgrade the database schema, then exit; or, with --print-sql, write the schema
+    /// as versioned SQL files for setting the database up by hand.
+    Migrate(MigrateArgs),
     /// Print an allowed-clients entry with a fresh 256-bit key.
     GenClient {
         #[arg(long, default_value = "client")]
@@ -66,6 +67,34 @@ struct ConfigArg {
     /// hermod-conf.yml (the vendor format); environment variables HERMOD_* override it.
     #[arg(long, short, env = "HERMOD_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the schema as SQL instead of applying it: one `V{n}__{name}.sql` per version, each
+    /// recording itself as applied, so that Hermod accepts the database built from them.
+    #[arg(long)]
+    print_sql: bool,
+    /// The dialect of the printed SQL.
+    #[arg(long, value_enum, default_value = "postgres", requires = "print_sql")]
+    dialect: SqlDialect,
+    /// Print the versions after this one (the version a database is at), to upgrade it.
+    #[arg(long, default_value_t = 0, requires = "print_sql")]
+    from: i64,
+    /// Print up to this version (the newest by default).
+    #[arg(long, requires = "print_sql")]
+    to: Option<i64>,
+    /// Write each version to its own file in this folder instead of printing them all.
+    #[arg(long, requires = "print_sql")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SqlDialect {
+    Postgres,
+    Sqlite,
 }
 
 #[derive(Subcommand)]
@@ -144,7 +173,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{BANNER}\n");
             app.run_until(shutdown_signal()).await
         }
-        Command::Migrate(c) => {
+        Command::Migrate(m) if m.print_sql => {
+            let dialect = match m.dialect {
+                SqlDialect::Postgres => crate::store::Dialect::Postgres,
+                SqlDialect::Sqlite => crate::store::Dialect::Sqlite,
+            };
+            let files = crate::store::versioned_sql(dialect, m.from, m.to);
+            anyhow::ensure!(!files.is_empty(), "no schema version after {} up to {:?}", m.from, m.to);
+            match m.out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)?;
+                    for f in &files {
+                        std::fs::write(dir.join(&f.file_name), &f.sql)?;
+                        println!("{}", dir.join(&f.file_name).display());
+                    }
+                }
+                None => {
+                    for f in &files {
+                        println!("-- {}\n{}", f.file_name, f.sql);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Migrate(MigrateArgs { config: c, .. }) => {
             let settings = Settings::load(c.config.as_deref())?;
             let db = crate::store::Db::connect(&settings.database.url).await?;
             db.migrate().await?;
