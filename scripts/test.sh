@@ -49,11 +49,15 @@ cargo build -p hermod-shared --target wasm32-unknown-unknown
 if cargo nextest --version >/dev/null 2>&1; then
     step "tests on SQLite (and the unit tests)"
     cargo nextest run --workspace --no-fail-fast
+    step "the /docs page in headless Chromium (the debug binary the tests built)"
+    tests/browser/run.sh target/debug/hermod
     step "end-to-end tests on PostgreSQL"
     HERMOD_TEST_DATABASE=postgres cargo nextest run -p hermod --test e2e --no-fail-fast
 else
     step "tests on SQLite (and the unit tests)"
     cargo test --workspace --no-fail-fast
+    step "the /docs page in headless Chromium (the debug binary the tests built)"
+    tests/browser/run.sh target/debug/hermod
     step "end-to-end tests on PostgreSQL"
     HERMOD_TEST_DATABASE=postgres cargo test -p hermod --test e2e --no-fail-fast
 fi

@@ -5,6 +5,7 @@ pub mod admin_auth;
 pub mod callbacks_api;
 pub mod client_api;
 pub mod device_api;
+pub mod docs;
 pub mod edge_channel;
 pub mod error;
 pub mod extract;

@@ -243,6 +243,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .nest("/hermod/rest", api)
         .route("/openapi.json", get(openapi::serve))
+        .route("/docs", get(crate::http::docs::page))
+        .route("/docs/{file}", get(crate::http::docs::asset))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
