@@ -25,7 +25,8 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERS
     # Not --locked: the registry mirror lacks a few of the newest patches the CLI's lockfile pins.
     cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
-if [ ! -x node_modules/.bin/wrangler ] || [ "$(node_modules/.bin/wrangler --version 2>/dev/null)" != "$(node -p 'require("./package.json").devDependencies.wrangler')" ]; then
+if [ ! -x node_modules/.bin/wrangler ] || [ "$(node_modules/.bin/wrangler --version 2>/dev/null)" != "$(node -p 'require("./package.json").devDependencies.wrangler')" ] ||
+    [ "$(node -p 'require("./node_modules/swagger-ui-dist/package.json").version' 2>/dev/null)" != "$(node -p 'require("./package.json").devDependencies["swagger-ui-dist"]')" ]; then
     npm ci --no-audit --no-fund
 fi
 

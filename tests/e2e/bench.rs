@@ -45,3 +45,50 @@ fn the_quick_benchmark_completes_commands_loses_none_and_reports_the_floor_ratio
     }
     assert_eq!(summary["lost"], 0);
 }
+
+/// `hermod bench --quick --scenario edge`: the edge scenario runs through `wrangler dev` and
+/// straight to the backend, and reports what reached the backend and whether every device was
+/// woken (a smoke test: no timing is judged).
+#[test]
+fn the_quick_edge_scenario_runs_through_the_edge_and_directly() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hermod"));
+    command
+        .args(["bench", "--quick", "--scenario", "edge", "--json", "--edge-repo"])
+        .arg(&repo);
+    if on_postgres() {
+        command.args(["--db", "postgres"]);
+        if let Ok(admin) = std::env::var("HERMOD_TEST_POSTGRES") {
+            command.args(["--postgres-admin-url", &admin]);
+        }
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "hermod bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = report["edge"].as_array().unwrap();
+    let via = |name: &str| {
+        runs.iter()
+            .find(|r| r["via"] == name)
+            .unwrap_or_else(|| panic!("no {name} run"))
+    };
+    let (edge, direct) = (via("edge"), via("direct"));
+    for r in [edge, direct] {
+        assert_eq!(r["woken"], r["devices"], "{r:#}");
+        assert_eq!(r["errors"], 0, "{r:#}");
+        assert!(r["idle_polls"].as_u64().unwrap() > 0, "{r:#}");
+    }
+    // Straight to the backend every long-poll is a backend request (counted when it starts, the
+    // polls when they end: they differ by at most one a device); through the edge, at most one
+    // request per device.
+    let n = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+    assert!(
+        n(direct, "backend_requests_idle") + n(direct, "devices") >= n(direct, "idle_polls"),
+        "{direct:#}"
+    );
+    assert!(n(edge, "backend_requests_idle") <= n(edge, "devices"), "{edge:#}");
+    assert!(report["targets"].as_array().unwrap().len() >= 3);
+}

@@ -315,7 +315,11 @@ async fn a_database_built_from_the_versioned_sql_files_is_one_hermod_accepts() {
             v.sort();
             v
         };
-        assert_eq!(names(dir.path()), names(&committed), "{dialect}: regenerate with --print-sql --out");
+        assert_eq!(
+            names(dir.path()),
+            names(&committed),
+            "{dialect}: regenerate with --print-sql --out"
+        );
         for name in names(&committed) {
             assert_eq!(
                 std::fs::read_to_string(dir.path().join(&name)).unwrap(),
@@ -355,17 +359,20 @@ async fn a_database_built_from_the_versioned_sql_files_is_one_hermod_accepts() {
         hand.read.close().await;
     }
     let app = TestApp::start_on(db, dir, |_| {}).await;
-    let applied: Vec<(i64, i64)> = sqlx::query_as("SELECT version, execution_time FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(&app.state.db.write)
-        .await
-        .unwrap();
+    let applied: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT version, execution_time FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&app.state.db.write)
+            .await
+            .unwrap();
     assert_eq!(applied.len(), names.len());
     assert!(
         applied.iter().all(|(_, took)| *took == 0),
         "Hermod ran a migration again: {applied:?}"
     );
     let device = app.enrol(&Creds::idm(), "hilde").await;
-    let created = app.create_ok(&Creds::idm(), "ping", json!({ "user_id": "hilde" })).await;
+    let created = app
+        .create_ok(&Creds::idm(), "ping", json!({ "user_id": "hilde" }))
+        .await;
     let mut device = device;
     let page = device.poll(0).await.unwrap();
     assert_eq!(page.items[0].command.id.as_str(), created["id"].as_str().unwrap());

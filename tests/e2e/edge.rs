@@ -6,9 +6,7 @@ use hermod::config::Secret;
 use hermod_shared::signing::{self, DeviceSecret};
 use hermod_shared::wire::Decision;
 use serde_json::json;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SERVER_KEY: &str = "c2VydmVyIGtleSBzaGFyZWQgYnkgYmFja2VuZCBhbmQgZWRnZSE="; // 36 bytes
@@ -18,106 +16,16 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    hermod::tools::bench::edge::free_port().unwrap()
+}
+
+/// `wrangler dev` serving the built Worker (the benchmark's edge scenario runs it the same way).
+type Edge = hermod::tools::bench::edge::WranglerDev;
+
+async fn start_edge(port: u16, backend: &str, vars: &[(&str, &str)]) -> Edge {
+    Edge::start(&repo(), port, backend, EDGE_SECRET, SERVER_KEY, vars)
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `wrangler dev` serving the built Worker, in its own process group.
-struct Edge {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        // wrangler starts node, then workerd, all in the group the child leads. `pkill -g`
-        // names that group explicitly (a bare negative pid to `kill` can be read as -1: every
-        // process).
-        let group = self.child.id().to_string();
-        assert_ne!(group, "0");
-        let _ = Command::new("pkill").args(["-TERM", "-g", &group]).status();
-        for _ in 0..50 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("pkill").args(["-KILL", "-g", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Edge {
-    async fn start(port: u16, backend: &str, vars: &[(&str, &str)]) -> Self {
-        let worker = repo().join("edge/build/index.js");
-        let wrangler = repo().join("node_modules/.bin/wrangler");
-        assert!(
-            worker.exists() && wrangler.exists(),
-            "the edge is not built: ./scripts/test.sh builds it (worker-build, npm ci)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = format!(
-            "name = \"hermod-edge-test\"\nmain = \"{}\"\ncompatibility_date = \"2025-09-01\"\n\
-             [[kv_namespaces]]\nbinding = \"HERMOD_EDGE_CACHE\"\nid = \"1\"\n\
-             [durable_objects]\nbindings = [{{ name = \"MAILBOX\", class_name = \"Mailbox\" }}]\n\
-             [[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Mailbox\"]\n[vars]\n\
-             BACKEND_URL = \"{backend}\"\nEDGE_SECRET = \"{EDGE_SECRET}\"\nSERVER_KEY = \"{SERVER_KEY}\"\n",
-            worker.canonicalize().unwrap().display()
-        );
-        for (k, v) in vars {
-            config.push_str(&format!("{k} = \"{v}\"\n"));
-        }
-        let toml = dir.path().join("wrangler.toml");
-        std::fs::write(&toml, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("wrangler.log")).unwrap();
-        let child = Command::new(wrangler)
-            .arg("dev")
-            .arg("-c")
-            .arg(&toml)
-            .args([
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--inspector-port",
-                &free_port().to_string(),
-            ])
-            .arg("--persist-to")
-            .arg(dir.path().join("state"))
-            .current_dir(dir.path())
-            .env("CI", "1")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("XDG_CONFIG_HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let edge = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/ms/time", edge.base)).await {
-                if r.status().is_success() {
-                    return edge;
-                }
-            }
-            let log = std::fs::read_to_string(edge._dir.path().join("wrangler.log")).unwrap_or_default();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "wrangler dev did not start:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
 }
 
 /// A backend that only answers its edge, and the edge in front of it.
@@ -129,7 +37,7 @@ async fn hosted(vars: &[(&str, &str)]) -> (TestApp, Edge) {
         s.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
     })
     .await;
-    let edge = Edge::start(edge_port, &app.base, vars).await;
+    let edge = start_edge(edge_port, &app.base, vars).await;
     (app, edge)
 }
 
@@ -444,7 +352,7 @@ async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_
         s.admin.operator_key = Some(Secret(OPERATOR_KEY.into()));
     })
     .await;
-    let edge = Edge::start(edge_port, &app.base, &[("CLIENT_CACHE_TTL_SECS", "2")]).await;
+    let edge = start_edge(edge_port, &app.base, &[("CLIENT_CACHE_TTL_SECS", "2")]).await;
     let operator = AdminApi::operator(&edge.base);
     let acme = operator.create_tenant("acme", json!({})).await;
     acme.create_group("acme", "mobile-id").await;

@@ -92,11 +92,13 @@ pub fn versioned_sql(dialect: Dialect, from: i64, to: Option<i64>) -> Vec<Versio
                  -- from the migrations the server embeds; apply the files in version order.\n\
                  BEGIN;\n\n{ledger}\n\n{body}\n\n\
                  INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)\n\
-                 VALUES ({v}, '{d}', TRUE, {checksum}, 0);\n\nCOMMIT;\n",
+                 VALUES ({v}, '{d}', TRUE, {open}{checksum}{close}, 0);\n\nCOMMIT;\n",
                 v = m.version,
                 d = m.description.replace('\'', "''"),
                 body = m.sql.trim_end(),
-                checksum = format!("{}{}{}", blob.0, hex::encode(&m.checksum), blob.1),
+                checksum = hex::encode(&m.checksum),
+                open = blob.0,
+                close = blob.1,
             );
             VersionedSql {
                 version: m.version,

@@ -183,6 +183,16 @@ pub async fn enrol_devices(base: &str, api_key: &str, count: usize, parallel: us
     devices.into_iter().collect()
 }
 
+/// `count` devices of one user, each through its own `provision`.
+pub async fn enrol_devices_for(base: &str, api_key: &str, user: &str, count: usize) -> anyhow::Result<Vec<Device>> {
+    let http = http_client();
+    let mut devices = Vec::with_capacity(count);
+    for _ in 0..count {
+        devices.push(enrol(&http, base, api_key, user).await?);
+    }
+    Ok(devices)
+}
+
 /// A device that long-polls and answers every command at once (each answer in a task of its
 /// own, so the next poll goes out without waiting).
 async fn device_loop(mut device: Device, track: Arc<Track>, wait: u32) {
@@ -236,7 +246,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut micros: Vec<u64>) -> Option<Self> {
+    pub fn of(mut micros: Vec<u64>) -> Option<Self> {
         if micros.is_empty() {
             return None;
         }

@@ -11,6 +11,7 @@
 //! database before the server starts ([`seed`]).
 
 pub mod driver;
+pub mod edge;
 pub mod floor;
 pub mod proc;
 pub mod seed;
@@ -41,7 +42,7 @@ pub enum DbKind {
 }
 
 impl DbKind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DbKind::Sqlite => "SQLite",
             DbKind::Postgres => "PostgreSQL",
@@ -64,6 +65,11 @@ pub enum Scenario {
     /// `--rate` commands a second for `--soak-minutes`: CPU per command and answer → callback
     /// latency in the last five minutes against the first five. Not part of `all`.
     Soak,
+    /// `--edge-devices` devices long-polling through the edge Worker (`wrangler dev`, built in
+    /// `--edge-repo`) for `--edge-secs`, then a command to each, then creates for a user with one
+    /// device and one with `--edge-fan-out`; and the same straight to the backend. Not part of
+    /// `all`.
+    Edge,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,6 +107,25 @@ pub struct BenchArgs {
     /// Minutes the soak lasts.
     #[arg(long, default_value_t = 20)]
     pub soak_minutes: u64,
+    /// Devices long-polling in the edge scenario.
+    #[arg(long, default_value_t = 100)]
+    pub edge_devices: usize,
+    /// Their long-polls' `wait`, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub edge_wait: u32,
+    /// Seconds they long-poll with nothing sent.
+    #[arg(long, default_value_t = 300)]
+    pub edge_secs: u64,
+    /// Devices of the user whose creates are timed against a user with one.
+    #[arg(long, default_value_t = 30)]
+    pub edge_fan_out: usize,
+    /// Creates timed for each of the two users.
+    #[arg(long, default_value_t = 50)]
+    pub edge_creates: usize,
+    /// The repository where the edge Worker is built (`edge/build/index.js`) and wrangler
+    /// installed (`node_modules/.bin/wrangler`).
+    #[arg(long, default_value = ".")]
+    pub edge_repo: PathBuf,
     /// Run the end-to-end and history scenarios with a receiver failing every other call.
     #[arg(long)]
     pub failing_receiver: bool,
@@ -134,6 +159,11 @@ impl BenchArgs {
             self.history = vec![1_000, 5_000];
             self.idle_polls = self.idle_polls.min(200);
             self.idle_secs = self.idle_secs.min(3);
+            self.edge_devices = self.edge_devices.min(5);
+            self.edge_wait = self.edge_wait.min(2);
+            self.edge_secs = self.edge_secs.min(5);
+            self.edge_fan_out = self.edge_fan_out.min(5);
+            self.edge_creates = self.edge_creates.min(5);
         }
     }
 }
@@ -229,6 +259,8 @@ pub struct Report {
     /// The end-to-end run of each database (`sqlite`, `postgres`), beside the floor's.
     pub e2e: std::collections::BTreeMap<String, E2eSummary>,
     pub soak: Vec<SoakResult>,
+    /// The edge scenario: through the edge and straight to the backend, per database.
+    pub edge: Vec<edge::EdgeResult>,
     pub load: Vec<LoadResult>,
     pub idle: Vec<IdleResult>,
     pub targets: Vec<TargetCheck>,
@@ -565,8 +597,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         progress(&format!("run folders kept in {}", root.display()));
     }
-    let (load, idle, soak) = result?;
+    let Runs { load, idle, soak, edge } = result?;
     let mut targets = check_targets(&load, &idle);
+    targets.extend(edge::check_targets(&edge));
     for r in &soak {
         for (what, ratio) in [
             ("CPU per command", r.cpu_per_command_ratio),
@@ -610,6 +643,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let report = Report {
         e2e,
         soak,
+        edge,
         command: std::env::args()
             .enumerate()
             .map(|(i, a)| if i == 0 { "hermod".to_owned() } else { a })
@@ -730,7 +764,16 @@ fn soak_summary(db: DbKind, a: &BenchArgs, lost: usize, per_minute: Vec<SoakMinu
     }
 }
 
-async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<IdleResult>, Vec<SoakResult>)> {
+/// What the scenarios measured.
+#[derive(Default)]
+struct Runs {
+    load: Vec<LoadResult>,
+    idle: Vec<IdleResult>,
+    soak: Vec<SoakResult>,
+    edge: Vec<edge::EdgeResult>,
+}
+
+async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<Runs> {
     let a = ctx.args.clone();
     let wants = |s: Scenario| a.scenario == Scenario::All || a.scenario == s;
     let failing_everywhere = a.failing_receiver;
@@ -739,7 +782,20 @@ async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<Id
         for &db in &a.db {
             soak.push(soak_run(ctx, db).await?);
         }
-        return Ok((Vec::new(), Vec::new(), soak));
+        return Ok(Runs {
+            soak,
+            ..Runs::default()
+        });
+    }
+    if a.scenario == Scenario::Edge {
+        let mut runs = Vec::new();
+        for &db in &a.db {
+            runs.extend(edge::run(ctx, db).await?);
+        }
+        return Ok(Runs {
+            edge: runs,
+            ..Runs::default()
+        });
     }
     let mut load = Vec::new();
     let mut idle = Vec::new();
@@ -785,7 +841,11 @@ async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<(Vec<LoadResult>, Vec<Id
             r.ratio_to_floor = Some(r.outcome.per_second / f.outcome.per_second);
         }
     }
-    Ok((load, idle, Vec::new()))
+    Ok(Runs {
+        load,
+        idle,
+        ..Runs::default()
+    })
 }
 
 fn check_targets(load: &[LoadResult], idle: &[IdleResult]) -> Vec<TargetCheck> {
@@ -895,7 +955,7 @@ fn check_targets(load: &[LoadResult], idle: &[IdleResult]) -> Vec<TargetCheck> {
     checks
 }
 
-fn pct(p: Option<Percentiles>) -> String {
+pub(crate) fn pct(p: Option<Percentiles>) -> String {
     match p {
         Some(p) => format!("{:.1} / {:.1} / {:.0}", p.p50_ms, p.p99_ms, p.max_ms),
         None => "–".into(),
@@ -992,6 +1052,10 @@ fn render(report: &Report, markdown: bool) -> String {
         out.push_str(&table(&idle_header, &idle_rows, markdown));
         out.push('\n');
     }
+    if !report.edge.is_empty() {
+        out.push_str(&edge::render(&report.edge, markdown));
+        out.push('\n');
+    }
     if !report.targets.is_empty() {
         let rows: Vec<Vec<String>> = report
             .targets
@@ -1013,7 +1077,7 @@ fn render(report: &Report, markdown: bool) -> String {
     out
 }
 
-fn table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], markdown: bool) -> String {
     let mut out = String::new();
     if markdown {
         out.push_str(&format!("| {} |\n", header.join(" | ")));
