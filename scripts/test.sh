@@ -50,18 +50,20 @@ cargo build -p hermod-shared --target wasm32-unknown-unknown
 if cargo nextest --version >/dev/null 2>&1; then
     step "tests on SQLite (and the unit tests)"
     cargo nextest run --workspace --no-fail-fast
-    step "the /docs page in headless Chromium (the debug binary the tests built)"
-    tests/browser/run.sh target/debug/hermod
     step "end-to-end tests on PostgreSQL"
     HERMOD_TEST_DATABASE=postgres cargo nextest run -p hermod --test e2e --no-fail-fast
 else
     step "tests on SQLite (and the unit tests)"
     cargo test --workspace --no-fail-fast
-    step "the /docs page in headless Chromium (the debug binary the tests built)"
-    tests/browser/run.sh target/debug/hermod
     step "end-to-end tests on PostgreSQL"
     HERMOD_TEST_DATABASE=postgres cargo test -p hermod --test e2e --no-fail-fast
 fi
+
+# The served API as its users see it, on the debug binary the tests built.
+step "the /docs page in headless Chromium"
+tests/browser/run.sh target/debug/hermod
+step "the OpenAPI document: valid OpenAPI 3.1, and the client and admin APIs answer as it says (schemathesis)"
+scripts/api-conformance.sh target/debug/hermod
 
 # Every parser of outside bytes is fuzzed (fuzz/, docs/SECURITY.md); here each target runs a
 # short smoke time. `scripts/fuzz.sh 600` is the long run.

@@ -658,3 +658,32 @@ async fn options_and_method_not_allowed_name_only_the_methods_the_path_takes() {
         .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
 }
+
+/// A path or query the router's extractors cannot read (a parameter that is not UTF-8, a number
+/// that is not one) gets a problem+json like every other refusal, not plain text.
+#[tokio::test]
+async fn unreadable_paths_and_queries_get_a_problem_not_plain_text() {
+    let app = TestApp::start().await;
+    let idm = Creds::idm();
+    let before = snapshot(&app).await;
+    for path in [
+        "/command/%FF",
+        "/hermod/rest/command/%FF",
+        "/command/cmd_0123456789abcdef0123456789abcdef?wait=soon",
+        "/command/devices/%C3%28",
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .header("x-api-key", idm.0.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+        assert!(r.headers().contains_key("hermod-server-time"), "{path}");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(problem["code"], "invalid_request", "{path}: {problem}");
+    }
+    assert_eq!(snapshot(&app).await, before);
+}

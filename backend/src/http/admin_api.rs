@@ -286,7 +286,7 @@ pub async fn update_client(
 #[utoipa::path(
     delete, path = "/admin/tenants/{tenant}/clients/{client}", tag = "admin",
     params(("tenant" = String, Path), ("client" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 204), (status = 409, description = "A client from the config file: change it there", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("admin_token" = []))
 )]
 pub async fn disable_client(
@@ -342,7 +342,7 @@ pub async fn list_client_keys(
 #[utoipa::path(
     delete, path = "/admin/tenants/{tenant}/clients/{client}/keys/{key_id}", tag = "admin",
     params(("tenant" = String, Path), ("client" = String, Path), ("key_id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 204), (status = 409, description = "A client from the config file: change it there", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("admin_token" = []))
 )]
 pub async fn revoke_client_key(
@@ -362,6 +362,7 @@ pub struct AuditQuery {
     /// Entries after this cursor (`next_cursor` of the previous page); 0 for the first.
     pub after: Option<i64>,
     /// At most this many (1-500, 100 by default).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -369,7 +370,7 @@ pub struct AuditQuery {
 #[utoipa::path(
     get, path = "/admin/tenants/{tenant}/audit", tag = "admin",
     params(("tenant" = String, Path), AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = AuditPage), (status = 400, description = "`limit` outside 1-500, a bad `after`, or an unknown query parameter", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("admin_token" = []))
 )]
 pub async fn audit_log(

@@ -131,6 +131,7 @@ fn command_id(id: &str) -> ApiResult<CommandId> {
     responses(
         (status = 200, body = CommandView),
         (status = 400, description = "wait too long", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "More long-polls open for this client than `long-polls.per-client` (`rate_limited`, Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such command of this client", body = Problem, content_type = "application/problem+json"),
     ),

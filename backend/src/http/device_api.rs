@@ -24,6 +24,7 @@ use crate::store::now_ms;
         (status = 201, description = "Enrolled; the device secret is shown only now", body = EnrolResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Invalid, used or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant is at its `max_devices` quota (`quota_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn enrol(

@@ -53,8 +53,9 @@ impl Modify for Security {
 }
 
 /// The answers every operation can give for the same reasons, added where a handler did not
-/// document them: 401 by the kind of credential it takes, 413 and 415 where it reads a JSON
-/// body, 429 where a rate applies, 503 when the database is unreachable.
+/// document them: 400 where it reads a body or parameters, 401 by the kind of credential it
+/// takes, 413 and 415 where it reads a JSON body, 429 where a rate applies, 503 when the
+/// database is unreachable.
 struct StandardAnswers;
 
 fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
@@ -90,6 +91,7 @@ impl Modify for StandardAnswers {
                     .flatten()
                     .collect();
                 let has_body = op.request_body.is_some();
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
                 let answers = &mut op.responses.responses;
                 // Added where missing, and where a handler listed the status without saying why.
                 let mut add = |status: &str, description: &str| {
@@ -119,6 +121,13 @@ impl Modify for StandardAnswers {
                         "401",
                         "The device request's signature is missing or wrong (`invalid_signature`), its timestamp \
                          outside the signature window (`stale_request`) or its nonce used before (`replayed_request`)",
+                    );
+                }
+                if has_body || has_params {
+                    add(
+                        "400",
+                        "Malformed JSON or an invalid value in the body, path or query (`malformed_json`, \
+                         `invalid_request`, …; the detail names what is wrong)",
                     );
                 }
                 if has_body {

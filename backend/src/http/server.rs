@@ -264,6 +264,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(options_and_allow))
+        .layer(axum::middleware::from_fn(problem_for_rejections))
 }
 
 async fn count_request(
@@ -377,6 +378,32 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         [(axum::http::header::CONTENT_TYPE, crate::engine::metrics::CONTENT_TYPE)],
         state.metrics.render(),
     )
+}
+
+/// An extractor's own refusal (a path parameter that is not UTF-8, a query that does not
+/// parse) is plain text; every error Hermod answers is problem+json with a stable code.
+async fn problem_for_rejections(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{header::CONTENT_TYPE, StatusCode};
+    use axum::response::IntoResponse;
+    let response = next.run(request).await;
+    let plain = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !response.status().is_client_error() {
+        return response;
+    }
+    let code = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let mut problem = ApiError::new(code, "the request's path or query cannot be read").into_response();
+    if let Some(time) = response.headers().get(HEADER_SERVER_TIME) {
+        problem.headers_mut().insert(HEADER_SERVER_TIME, time.clone());
+    }
+    problem
 }
 
 /// The methods `/command/{name}` takes for this `name`: creating is `POST /command/{type}`,
