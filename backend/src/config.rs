@@ -394,14 +394,78 @@ fn refuse_unknown_keys(file: &Path) -> anyhow::Result<()> {
     let mut unknown = Vec::new();
     // Type errors are reported by the extraction that follows, with their place.
     let _ = serde_ignored::deserialize(&value, |path| unknown.push(path.to_string())).map(|_: Settings| ());
+    let known = known_keys();
     anyhow::ensure!(
         unknown.is_empty(),
         "{}: unknown setting{} {} (check the spelling against README.md)",
         file.display(),
         if unknown.len() > 1 { "s" } else { "" },
-        unknown.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        unknown
+            .iter()
+            .map(|path| match nearest(path.rsplit('.').next().unwrap_or(path), &known) {
+                Some(name) => format!("`{path}` (did you mean `{name}`?)"),
+                None => format!("`{path}`"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
+}
+
+/// Every key name the file may use, at any level: the settings' own, an allowed client's and
+/// the seeds' camelCase spellings.
+fn known_keys() -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.insert(k.clone());
+                    walk(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut settings = Settings::default();
+    settings.allowed_clients.push(AllowedClient {
+        client_id: String::new(),
+        key: String::new(),
+        group: String::new(),
+        callback_url: None,
+        callback_basic_auth: None,
+        callback_signing_secrets: Vec::new(),
+    });
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(v) = serde_json::to_value(&settings) {
+        walk(&v, &mut out);
+    }
+    out.extend(
+        [
+            "clientId",
+            "callbackUrl",
+            "callbackBasicAuth",
+            "callbackSigningSecrets",
+            "publicUrl",
+            "allowedClients",
+            "longPolls",
+            "keyStore",
+            "keyStorePassword",
+            "keyStoreType",
+        ]
+        .map(String::from),
+    );
+    out
+}
+
+/// The known name closest to a misspelt one, if it is close enough to be what was meant.
+fn nearest(name: &str, known: &std::collections::BTreeSet<String>) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(name, k), k))
+        .filter(|(d, k)| *d > 0 && *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
 }
 
 impl Settings {

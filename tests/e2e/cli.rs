@@ -161,8 +161,9 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
         ("egress:\n  allow: [\"10.0.0.0/33\"]\n", "egress.allow"),
         ("max-body-bytes: 0\n", "max-body-bytes"),
         // A typo no longer passes unnoticed.
-        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-ulr: http://x\n", "callback-ulr"),
-        ("servr:\n  port: 1\n", "servr"),
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-ulr: http://x\n", "`allowed-clients.0.callback-ulr` (did you mean `callback-url`?)"),
+        ("servr:\n  port: 1\n", "`servr` (did you mean `server`?)"),
+        ("database:\n  max-conections: 4\n", "did you mean `max-connections`?"),
         // Found by the config fuzz target: a zero timer interval, written as a sequence.
         ("retention: \n-    0 # s", "retention.interval"),
         ("retention:\n  interval: 0\n", "retention.interval"),
