@@ -65,6 +65,11 @@ tests/browser/run.sh target/debug/hermod
 step "the OpenAPI document: valid OpenAPI 3.1, and the client and admin APIs answer as it says (schemathesis)"
 scripts/api-conformance.sh target/debug/hermod
 
+# The container image's binary: static (musl), and it serves from an empty root with an empty
+# environment as PID 1, stopping on SIGTERM (docs/CONTAINERS.md). No container engine needed.
+step "the static binary: built for x86_64-unknown-linux-musl, run alone in an empty root"
+scripts/static-binary.sh
+
 # Every parser of outside bytes is fuzzed (fuzz/, docs/SECURITY.md); here each target runs a
 # short smoke time. `scripts/fuzz.sh 600` is the long run.
 step "fuzz smoke: every target for ${FUZZ_SMOKE_SECONDS:-5} s"
