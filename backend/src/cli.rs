@@ -167,10 +167,14 @@ const BANNER: &str = r"
 ╚═╝  ╚═╝╚══════╝╚═╝  ╚═╝╚═╝     ╚═╝ ╚═════╝ ╚═════╝";
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let text_logs = matches!(cli.log_format, LogFormat::Text);
     match cli.command {
         Command::Serve(c) => {
             let app = Application::build(Settings::load(c.config.as_deref())?).await?;
-            eprintln!("{BANNER}\n");
+            // Not among JSON log lines: a log shipper would take it for broken records.
+            if text_logs {
+                eprintln!("{BANNER}\n");
+            }
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate(m) if m.print_sql => {

@@ -127,7 +127,7 @@ fn nonce() -> Result<String> {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let url = req.url()?;
     let path_and_query = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -345,7 +345,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
 
     let mut response = forward(&env, &request_headers, &method, &path_and_query, &body, &caller).await?;
     // A command was created or cancelled: wake the idle polls of the devices it concerns, all
-    // at once (a user with 30 devices costs one round trip, not 30).
+    // at once. The client's answer does not wait for them: each mailbox's object is signalled
+    // as this answer leaves and settles after it (`wait_until`), so a user with 30 devices
+    // costs the client no more than a user with one. Waiting polls are released when the
+    // signal lands, a millisecond or so later; a `wait=0` poll that reached the object before
+    // its signal can be answered empty once, and the next poll gets the command (nothing is
+    // lost: the object forwards once signalled). A device learns of a command through its
+    // long-poll or a push, not by racing its client's answer.
     if let Some(devices) = response.headers().get(HEADER_MAILBOX_DEVICES)? {
         response.headers_mut().delete(HEADER_MAILBOX_DEVICES)?;
         let mut bumps = Vec::new();
@@ -354,9 +360,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let stub = mailbox(&env, device)?;
             bumps.push(async move { stub.fetch_with_request(bump).await });
         }
-        for result in futures_util::future::join_all(bumps).await {
-            result?;
-        }
+        ctx.wait_until(async move {
+            for result in futures_util::future::join_all(bumps).await {
+                if let Err(e) = result {
+                    console_error!("signalling a mailbox failed: {e}");
+                }
+            }
+        });
     }
     // The backend found the mailbox empty: remember it, unless something arrived meanwhile.
     if let (Some(version), 200) = (poll_version, response.status_code()) {

@@ -197,12 +197,14 @@ async fn cacerts_are_logged_at_start_and_a_file_that_is_not_a_certificate_stops_
     let config = dir.path().join("hermod-conf.yml");
     std::fs::write(&config, "server:\n  address: 127.0.0.1\n").unwrap();
     let server = hermod_serve(&config, dir.path(), &db.url);
-    assert!(
+    assert_eq!(
         server
             .log
             .iter()
-            .any(|l| l.contains("Adding certificate test-ca.cer using alias test-ca")),
-        "{:#?}",
+            .filter(|l| l.contains("Adding certificate test-ca.cer using alias test-ca"))
+            .count(),
+        1,
+        "logged once: {:#?}",
         server.log
     );
     drop(server);

@@ -76,15 +76,10 @@ pub async fn enqueue(conn: &mut AnyConnection, row: &CommandRow, now: i64) -> sq
     Ok(disabled.is_none())
 }
 
-/// The HTTP client for callbacks: rustls with the system's roots plus every `.cer` (PEM) file
-/// in `cacerts`, one log line per certificate; redirects are not followed (a 3xx is a failure);
-/// every address it connects to has passed the egress policy.
-pub fn http_client(settings: &CallbackSettings, cacerts: &Path, egress: &Egress) -> anyhow::Result<reqwest::Client> {
-    let mut builder = egress
-        .client_builder()
-        .timeout(Duration::from_secs_f64(settings.request_timeout))
-        .connect_timeout(Duration::from_secs_f64(settings.request_timeout.min(5.0)))
-        .user_agent(concat!("Hermod/", env!("CARGO_PKG_VERSION")));
+/// Every `.cer` (PEM) file in `cacerts`, each logged once as the vendor's product does; a file
+/// that is not a certificate stops the start.
+pub fn trusted_certificates(cacerts: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let mut trusted = Vec::new();
     if cacerts.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(cacerts)?
             .filter_map(Result::ok)
@@ -99,12 +94,29 @@ pub fn http_client(settings: &CallbackSettings, cacerts: &Path, egress: &Egress)
                 .ok()
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| anyhow::anyhow!("{} is not a PEM certificate", file.display()))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            trusted.extend(certs);
             let alias = name.trim_end_matches(".cer");
             tracing::info!("Adding certificate {name} using alias {alias}");
         }
+    }
+    Ok(trusted)
+}
+
+/// The HTTP client for callbacks: rustls with the system's roots plus the `cacerts`
+/// certificates; redirects are not followed (a 3xx is a failure); every address it connects
+/// to has passed the egress policy.
+pub fn http_client(
+    settings: &CallbackSettings,
+    trusted: &[reqwest::Certificate],
+    egress: &Egress,
+) -> anyhow::Result<reqwest::Client> {
+    let mut builder = egress
+        .client_builder()
+        .timeout(Duration::from_secs_f64(settings.request_timeout))
+        .connect_timeout(Duration::from_secs_f64(settings.request_timeout.min(5.0)))
+        .user_agent(concat!("Hermod/", env!("CARGO_PKG_VERSION")));
+    for cert in trusted {
+        builder = builder.add_root_certificate(cert.clone());
     }
     Ok(builder.build()?)
 }

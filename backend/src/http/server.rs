@@ -49,12 +49,10 @@ impl Application {
         clients::sync_config_clients(&db, &settings.allowed_clients).await?;
         let keys = crate::engine::keys::load(&settings, &db).await?;
         let egress = Egress::from_settings(&settings.egress)?;
-        let http = callbacks::http_client(&settings.callbacks, &settings.cacerts, &egress)?;
-        let http_config = callbacks::http_client(
-            &settings.callbacks,
-            &settings.cacerts,
-            &Egress::unrestricted(&settings.egress)?,
-        )?;
+        let trusted = callbacks::trusted_certificates(&settings.cacerts)?;
+        let http = callbacks::http_client(&settings.callbacks, &trusted, &egress)?;
+        let http_config =
+            callbacks::http_client(&settings.callbacks, &trusted, &Egress::unrestricted(&settings.egress)?)?;
         let listener = TcpListener::bind(SocketAddr::new(settings.server.address, settings.server.port)).await?;
         let port = listener.local_addr()?.port();
         let public_url = settings
