@@ -2,6 +2,7 @@
 # Fuzzes every parser of outside bytes (the cargo-fuzz crate in fuzz/, see fuzz/README.md).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#   scripts/fuzz.sh cmin [TARGET...]
 #
 # Installs what it needs (nightly toolchain, cargo-fuzz 0.13.2) when missing, builds every
 # target once, then runs each for SECONDS (default 60), one after the other, and prints one line
@@ -10,15 +11,17 @@
 #
 # New inputs the fuzzer finds go to fuzz/target/corpus/<target> (ignored by git) and the
 # committed seeds in fuzz/corpus/<target> are only read, so a run leaves the working tree as it
-# was. FUZZ_GROW_CORPUS=1 writes them into fuzz/corpus/<target> instead (then minimise with
-# `cargo +nightly fuzz cmin <target> fuzz/corpus/<target>` before committing).
+# was. FUZZ_GROW_CORPUS=1 writes them into fuzz/corpus/<target> instead; then `cmin` minimises
+# each corpus (`cargo fuzz cmin` on a copy): the seeds stay as they are, what else is needed for
+# the same coverage is kept as fuzz/corpus/<target>/min-<sha1> (committed), the rest removed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SECONDS_EACH="${1:-60}"
+MODE=run
+if [ "${1:-}" = cmin ]; then MODE=cmin; SECONDS_EACH=0; else SECONDS_EACH="${1:-60}"; fi
 shift || true
 ALL_TARGETS=(
-  command_json device_response timestamps_nonces enrolment_link enrolment_qr config_yaml
+  command_json device_response timestamps_nonces enrolment_link config_yaml
   admin_bodies webhook_header edge_assertion client_credential key_ring
 )
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
@@ -37,6 +40,41 @@ fi
 echo "== building the fuzz targets (fuzz/target)"
 cargo +nightly fuzz build
 
+if [ "$MODE" = cmin ]; then
+  HOST=$(rustc -vV | sed -n 's/^host: //p')
+  bytes() { find "$1" -type f -printf '%s\n' | awk '{ n += $1 } END { print n + 0 }'; }
+  for t in "${TARGETS[@]}"; do
+    work="fuzz/target/cmin/$t"
+    rm -rf "$work" && mkdir -p "$work"
+    cp "fuzz/corpus/$t"/* "$work/"
+    before=$(find "$work" -type f | wc -l)
+    # Edges only (-use_counters=0; hit counts would keep thousands of files), greedy set cover.
+    cargo +nightly fuzz cmin "$t" "$work" -- -rss_limit_mb=2048 -timeout=30 -use_counters=0 -set_cover_merge=1 >"fuzz/target/cmin/$t.log" 2>&1
+    # Still more than 200 files or 1 MB: keep those covering the most edges within that.
+    if [ "$(find "$work" -type f | wc -l)" -gt "${FUZZ_CORPUS_MAX:-200}" ] ||
+      [ "$(bytes "$work")" -gt 1000000 ]; then
+      rm -rf "$work.all" "$work.ctl" "$work.empty" && mv "$work" "$work.all" && mkdir -p "$work" "$work.empty"
+      "fuzz/target/$HOST/release/$t" -merge=1 -use_counters=0 -merge_control_file="$work.ctl" \
+        -rss_limit_mb=2048 -timeout=30 "$work.empty" "$work.all" >>"fuzz/target/cmin/$t.log" 2>&1
+      python3 fuzz/seeds/cap_corpus.py "$work.ctl" "${FUZZ_CORPUS_MAX:-200}" 900000 | while read -r f; do
+        cp "$f" "$work/"
+      done
+    fi
+    find "fuzz/corpus/$t" -maxdepth 1 -type f ! -name 'seed-*' -delete
+    for f in "$work"/*; do
+      [ -f "$f" ] || continue
+      sum=$(sha1sum "$f" | cut -c1-40)
+      # A file the same as a seed is the seed.
+      if ! find "fuzz/corpus/$t" -maxdepth 1 -name 'seed-*' -exec cmp -s "$f" {} \; -print | grep -q .; then
+        cp "$f" "fuzz/corpus/$t/min-$sum"
+      fi
+    done
+    printf '%-18s %6s inputs -> %4s files, %s bytes\n' "$t" "$before" "$(find "fuzz/corpus/$t" -type f | wc -l)" \
+      "$(bytes "fuzz/corpus/$t")"
+  done
+  exit 0
+fi
+
 LOGS=fuzz/target/logs
 mkdir -p "$LOGS"
 failed=()
@@ -45,7 +83,6 @@ for t in "${TARGETS[@]}"; do
   case "$t" in
     config_yaml) extra+=("-dict=fuzz/dict/config_yaml.dict") ;;
     command_json | admin_bodies | device_response) extra+=("-dict=fuzz/dict/json.dict") ;;
-    enrolment_qr) extra+=("-max_len=8192") ;;
   esac
   if [ "${FUZZ_GROW_CORPUS:-0}" = 1 ]; then
     corpora=("fuzz/corpus/$t")

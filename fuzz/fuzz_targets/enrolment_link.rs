@@ -1,7 +1,7 @@
 //! Enrolment: the deep link a device opens and the token in it, checked with a single key
 //! (`verify_token`) and with a key ring (`KeyRing::verify_token`). A link read back re-encodes
-//! to the same pair; a token verifies only as the token issued for its command. The QR code
-//! is `enrolment_qr` (slow: rendering dominates).
+//! to the same pair; a token verifies only as the token issued for its command. (The QR code
+//! of a link is not parsed input; property tests in `shared/src/enrolment.rs` cover it.)
 #![no_main]
 
 use hermod_shared::enrolment::{deep_link, issue_token, parse_deep_link, verify_token};

@@ -76,10 +76,6 @@ link = "hermod://enrol?ms=https%3A%2F%2Fmsg.example.com%3A8443%2Fhermod%2Frest%2
 put("enrolment_link", "token", token)
 put("enrolment_link", "link", link)
 put("enrolment_link", "bankid-like", "bankid:///?autostarttoken=7c40b5c9-fa74-49cf-b98c-bfe651f9a7c6&redirect=null")
-put("enrolment_qr", "link", link)
-put("enrolment_qr", "digits", "0123456789" * 30)
-put("enrolment_qr", "alnum", "HERMOD ENROL $%*+-./:" * 10)
-put("enrolment_qr", "too-long", "x" * 2400)
 put("enrolment_link", "bad-escape", "hermod://enrol?ms=%zz&token=t")
 
 # 5. config_yaml: the sample config and one that names every section.
