@@ -15,7 +15,7 @@ use hermod_shared::wire::{rfc3339, CallbackAttempt, CallbackDelivery, CallbackEv
 use hermod_shared::CommandId;
 use rand::Rng;
 use sqlx::AnyConnection;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,16 +121,37 @@ pub fn http_client(
     Ok(builder.build()?)
 }
 
-use crate::store::outbox::{Attempt, Claimed, Next, CANDIDATES_PG_SQL, NEXT_DUE_SQL};
+use crate::store::outbox::{Attempt, Claimed, Next, Receiver, CANDIDATES_PG_SQL, NEXT_DUE_SQL};
 
-#[derive(Debug, sqlx::FromRow)]
-struct Receiver {
-    callback_url: Option<String>,
-    callback_basic_auth: Option<String>,
-    callback_secrets: Option<String>,
-    callback_disabled_at: Option<i64>,
-    /// `config` (the operator's file) or `api` (a tenant's).
-    source: String,
+/// Callback events a PostgreSQL replica claimed in the statement that wrote them (an answer's),
+/// waiting for the delivery worker: their first attempt needs no query for candidates, no claim
+/// statement and no read of the receiver. The worker takes them before it looks in the
+/// database. One that waited so long that its claim could lapse mid-attempt is dropped
+/// unsent: once the claim lapses, the database path delivers it (this replica's or another's).
+#[derive(Default)]
+pub struct Handoff {
+    queue: Mutex<VecDeque<Claimed>>,
+    ready: Notify,
+}
+
+impl Handoff {
+    /// Events waiting at most; beyond, new events are written unclaimed for the database path.
+    const MAX_WAITING: usize = 256;
+
+    /// Whether an event about to be written should be claimed for hand-off.
+    pub fn accepting(&self) -> bool {
+        self.queue.lock().expect("handoff lock").len() < Self::MAX_WAITING
+    }
+
+    pub fn push(&self, event: Claimed) {
+        self.queue.lock().expect("handoff lock").push_back(event);
+        self.ready.notify_one();
+    }
+
+    /// Until when an event written now would be claimed.
+    pub fn claim_until(settings: &CallbackSettings, now: i64) -> i64 {
+        now + (settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS
+    }
 }
 
 /// The delivery worker.
@@ -158,6 +179,10 @@ pub struct Outbox {
     /// after the read began cannot leave `claimed` before the choice is made, so a candidate
     /// read before its record is never taken as due again.
     choosing: Arc<tokio::sync::Mutex<()>>,
+    /// Events claimed as they were written, to deliver first.
+    handoff: Arc<Handoff>,
+    /// Deliveries at once (`concurrency`).
+    permits: Arc<Semaphore>,
 }
 
 /// A place in a receiver's bound of requests at once, given back when dropped.
@@ -206,23 +231,20 @@ struct Sent {
 }
 
 impl Outbox {
-    pub fn new(
-        db: Db,
-        http: reqwest::Client,
-        egress: Egress,
-        http_config: reqwest::Client,
-        settings: CallbackSettings,
-        wake: Arc<Notify>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// The worker of the server whose state this is: `http` for tenants' receivers (held to
+    /// the egress policy), `http_config` for the config file's clients.
+    pub fn new(state: &crate::engine::AppState, http: reqwest::Client, http_config: reqwest::Client) -> Self {
+        let settings = state.settings.callbacks.clone();
         Self {
-            db,
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            handoff: Arc::clone(&state.handoff),
+            db: state.db.clone(),
             http,
-            egress,
+            egress: state.egress.clone(),
             http_config,
             settings: Arc::new(settings),
-            wake,
-            metrics,
+            wake: Arc::clone(&state.outbox),
+            metrics: Arc::clone(&state.metrics),
             in_flight: Arc::default(),
             failing: Arc::default(),
             claimed: Arc::default(),
@@ -242,54 +264,97 @@ impl Outbox {
 
     /// Runs until the task is dropped.
     pub async fn run(self) {
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
+        // Whether the database may hold events to claim now; until when it holds none due.
+        let mut look = true;
+        let mut deadline = tokio::time::Instant::now();
         loop {
-            let free = permits.available_permits();
-            let claimed = if free == 0 {
-                Ok(Vec::new())
-            } else {
-                self.claim(free).await
-            };
-            match claimed {
-                Ok(events) if !events.is_empty() => {
-                    for event in events {
-                        let permit = Arc::clone(&permits).acquire_owned().await.expect("semaphore open");
-                        let outbox = self.clone();
-                        tokio::spawn(async move {
-                            outbox.deliver(event).await;
-                            drop(permit);
-                            outbox.freed.notify_one();
-                        });
-                    }
-                }
-                Ok(_) => {
-                    // Nothing claimable. With every permit taken, or due events waiting for a
-                    // receiver at its bound, only the end of a delivery changes that: wait for
-                    // one (or a new event) instead of asking the database again at once.
-                    let pause = if free == 0 {
-                        Duration::ZERO
-                    } else {
-                        self.until_next_due().await.unwrap_or(Duration::from_secs(1))
-                    };
-                    if pause.is_zero() {
-                        tokio::select! {
-                            _ = self.freed.notified() => {}
-                            _ = self.wake.notified() => {}
-                            _ = tokio::time::sleep(BUSY_RECHECK) => {}
+            let waiting = self.start_handed_over();
+            let free = self.permits.available_permits();
+            let mut blocked = waiting || free == 0;
+            if look && free > 0 {
+                match self.claim(free).await {
+                    Ok(events) if !events.is_empty() => {
+                        for event in events {
+                            let permit = Arc::clone(&self.permits).acquire_owned().await.expect("semaphore open");
+                            self.spawn_delivery(event, permit);
                         }
-                    } else {
-                        tokio::select! {
-                            _ = self.wake.notified() => {}
-                            _ = tokio::time::sleep(pause) => {}
-                        }
+                        continue;
                     }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming callback events failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(_) => {
+                        // Nothing claimable. With due events waiting for a receiver at its
+                        // bound, only the end of a delivery changes that: wait for one (or a
+                        // new event) instead of asking the database again at once.
+                        let pause = self.until_next_due().await.unwrap_or(Duration::from_secs(1));
+                        blocked |= pause.is_zero();
+                        deadline = tokio::time::Instant::now() + if pause.is_zero() { BUSY_RECHECK } else { pause };
+                        look = false;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming callback events failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 }
             }
+            if blocked {
+                deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(1));
+            }
+            tokio::select! {
+                _ = self.freed.notified(), if blocked => look = true,
+                _ = self.wake.notified() => look = true,
+                // A handed-over event: started at the top of the loop, the database not asked.
+                _ = self.handoff.ready.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => look = true,
+            }
         }
+    }
+
+    fn spawn_delivery(&self, event: Claimed, permit: tokio::sync::OwnedSemaphorePermit) {
+        let outbox = self.clone();
+        tokio::spawn(async move {
+            outbox.deliver(event).await;
+            drop(permit);
+            outbox.freed.notify_one();
+        });
+    }
+
+    /// Starts the handed-over events that a permit and their receiver's bound allow; returns
+    /// whether some still wait.
+    fn start_handed_over(&self) -> bool {
+        let now = now_ms();
+        let least_left = (self.settings.request_timeout * 1000.0) as i64 + CLAIM_MARGIN_MS / 2;
+        let mut queue = self.handoff.queue.lock().expect("handoff lock");
+        let mut kept = VecDeque::new();
+        while let Some(event) = queue.pop_front() {
+            if event.claimed_until - now < least_left {
+                // Its claim could lapse mid-attempt: the database path takes it once it has.
+                continue;
+            }
+            let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    kept.push_back(event);
+                    continue;
+                }
+            };
+            {
+                let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+                let busy = |map: &HashMap<String, usize>, key: &str| map.get(key).copied().unwrap_or(0);
+                if busy(&in_flight.clients, &event.client_pk) >= self.settings.per_receiver_concurrency
+                    || busy(&in_flight.tenants, &event.tenant_id) >= self.settings.per_tenant_concurrency
+                {
+                    kept.push_back(event);
+                    continue;
+                }
+                *in_flight.clients.entry(event.client_pk.clone()).or_default() += 1;
+                *in_flight.tenants.entry(event.tenant_id.clone()).or_default() += 1;
+                self.claimed.lock().expect("claimed lock").insert(event.id.clone());
+            }
+            self.spawn_delivery(event, permit);
+        }
+        let waiting = !kept.is_empty();
+        *queue = kept;
+        waiting
     }
 
     /// How long until the next pending event is due (at most 5 s, for events that other
@@ -419,23 +484,31 @@ impl Outbox {
             client_pk: event.client_pk.clone(),
             tenant_id: event.tenant_id.clone(),
         });
-        if let Err(e) = self.try_deliver(&event, &mut slot).await {
-            tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
-        }
+        let delivered = match self.try_deliver(&event, &mut slot).await {
+            Ok(delivered) => delivered,
+            Err(e) => {
+                tracing::error!(event = %event.id, error = %e, "recording a callback attempt failed");
+                false
+            }
+        };
         drop(slot);
         {
             let _choosing = self.choosing.lock().await;
             self.claimed.lock().expect("claimed lock").remove(&event.id);
         }
-        // The loop may be asleep until this event's claim ran out, or waiting for this
-        // receiver's bound: let it look again.
-        self.wake.notify_one();
+        // An event to try again: the loop may be asleep until this event's claim ran out, so
+        // let it look again. (A receiver's bound freed wakes it when it waits for that.)
+        if !delivered {
+            self.wake.notify_one();
+        }
     }
 
-    /// One attempt: send, then record the attempt and the event's next state.
-    async fn try_deliver(&self, event: &Claimed, slot: &mut Option<ReceiverSlot>) -> anyhow::Result<()> {
-        let receiver: Receiver = match &self.db.sqlite_read {
-            Some(readers) => {
+    /// One attempt: send, then record the attempt and the event's next state. True when the
+    /// event was delivered.
+    async fn try_deliver(&self, event: &Claimed, slot: &mut Option<ReceiverSlot>) -> anyhow::Result<bool> {
+        let receiver: Receiver = match (&event.receiver, &self.db.sqlite_read) {
+            (Some(receiver), _) => receiver.clone(),
+            (None, Some(readers)) => {
                 let pk = event.client_pk.clone();
                 let (callback_url, callback_basic_auth, callback_secrets, callback_disabled_at, source) = readers
                     .run(move |c| Ok(crate::store::sqlite::receiver(c, &pk)?))
@@ -449,7 +522,7 @@ impl Outbox {
                     source,
                 }
             }
-            None => {
+            (None, None) => {
                 sqlx::query_as(crate::store::outbox::RECEIVER_SQL)
                     .bind(&event.client_pk)
                     .fetch_one(&self.db.read)
@@ -551,7 +624,7 @@ impl Outbox {
                 self.wake.notify_one();
             }
         }
-        Ok(())
+        Ok(delivered)
     }
 
     /// An event ran out of retries: if nothing of its receiver was delivered since the event

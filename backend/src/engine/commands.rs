@@ -430,6 +430,13 @@ pub async fn respond(
         };
         let (answer_by, result) = (Some(device.id.as_str()), Some(data.as_str()));
         let (event_type, event) = row.ended(status, result, answer_by, Some(body_hash), now);
+        // The callback event is claimed as it is written, for this replica's worker to deliver
+        // at once (unless many already wait: then the worker finds it in the database).
+        let claim_until = if state.handoff.accepting() {
+            callbacks::Handoff::claim_until(&state.settings.callbacks, now)
+        } else {
+            0
+        };
         let done = crate::store::commands::finish(
             &state.db,
             id,
@@ -439,11 +446,19 @@ pub async fn respond(
             Some(body_hash),
             now,
             (&event_type, &event),
+            claim_until,
         )
         .await?;
-        if let Some((row, queued)) = done {
-            after_final(state, &row, queued);
-            return Ok(row);
+        if let Some(ended) = done {
+            match ended.claimed {
+                Some(event) => {
+                    state.metrics.finished(&ended.command.status);
+                    state.wakeups.wake(&wake::command_key(&ended.command.id));
+                    state.handoff.push(event);
+                }
+                None => after_final(state, &ended.command, ended.callback_due),
+            }
+            return Ok(ended.command);
         }
     }
 }
@@ -616,8 +631,13 @@ pub async fn mark_delivered(state: &AppState, ids: &[String]) -> ApiResult<()> {
             query.fetch_all(&state.db.write).await?
         }
     };
-    for id in changed {
+    delivered(state, changed);
+    Ok(())
+}
+
+/// Commands that became delivered: their clients' long-polls learn it.
+pub fn delivered(state: &AppState, ids: Vec<String>) {
+    for id in ids {
         state.wakeups.wake(&wake::command_key(&id));
     }
-    Ok(())
 }

@@ -77,24 +77,15 @@ pub async fn verify_request(
                 })
                 .await?
         }
-        None => {
-            let found: Option<(DeviceRow, bool)> = sqlx::query_as::<_, VerifiedDevice>(&USE_NONCE_PG)
-                .bind(signed.device.as_str())
-                .bind(&signed.nonce)
-                .bind(expires_at)
-                .fetch_optional(&state.db.write)
-                .await?
-                .map(|v| (v.device, v.fresh));
-            if let Some((device, true)) = &found {
-                if device
-                    .last_seen_at
-                    .is_none_or(|seen| seen < now - LAST_SEEN_RESOLUTION_MS)
-                {
-                    touch(state, device, now).await?;
-                }
-            }
-            found
-        }
+        None => sqlx::query_as::<_, VerifiedDevice>(&USE_NONCE_PG)
+            .bind(signed.device.as_str())
+            .bind(&signed.nonce)
+            .bind(expires_at)
+            .bind(now)
+            .bind(LAST_SEEN_RESOLUTION_MS)
+            .fetch_optional(&state.db.write)
+            .await?
+            .map(|v| (v.device, v.fresh)),
     };
     match found {
         None => Err(refuse(SignatureError::Mismatch)),
@@ -124,24 +115,18 @@ struct VerifiedDevice {
 }
 
 /// The enrolled device a request names, with its nonce recorded (`fresh` is false for a nonce
-/// seen before): `$1` device, `$2` nonce, `$3` when the nonce may be forgotten.
+/// seen before) and, for a fresh one, when it was last seen (at most every `$5` ms), in one
+/// statement: `$1` device, `$2` nonce, `$3` when the nonce may be forgotten, `$4` now.
 static USE_NONCE_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH d AS (SELECT {COLUMNS} FROM devices WHERE id = $1 AND revoked_at IS NULL),
          n AS (INSERT INTO nonces (device_id, nonce, expires_at) SELECT id, $2, $3 FROM d
-               ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1)
+               ON CONFLICT (device_id, nonce) DO NOTHING RETURNING 1),
+         seen AS (UPDATE devices SET last_seen_at = $4
+                  WHERE id = $1 AND EXISTS (SELECT 1 FROM n) AND (last_seen_at IS NULL OR last_seen_at < $4 - $5))
          SELECT {COLUMNS}, EXISTS (SELECT 1 FROM n) AS fresh FROM d"
     )
 });
-
-async fn touch(state: &AppState, device: &DeviceRow, now: i64) -> ApiResult<()> {
-    sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(&device.id)
-        .execute(&state.db.write)
-        .await?;
-    Ok(())
-}
 
 /// A device of the client's group.
 pub async fn get_for_client(state: &AppState, client: &Client, device_id: &str) -> ApiResult<DeviceRow> {

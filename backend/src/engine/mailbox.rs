@@ -18,7 +18,7 @@ use crate::engine::wake;
 use crate::engine::AppState;
 use crate::store::commands::CommandRow;
 use crate::store::devices::DeviceRow;
-use crate::store::mailbox::PAGE_SQL;
+use crate::store::mailbox::{PAGE_DELIVER_SQL, PAGE_SQL};
 use crate::store::now_ms;
 
 /// Most items in one page.
@@ -30,6 +30,9 @@ struct EventRow {
     kind: String,
     #[sqlx(flatten)]
     command: CommandRow,
+    /// Marked delivered by the read itself ([`PAGE_DELIVER_SQL`]).
+    #[sqlx(default)]
+    delivered_now: bool,
 }
 
 pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Duration) -> ApiResult<MailboxPage> {
@@ -46,7 +49,7 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
     let mut released = false;
     let mut cursor = cursor;
     loop {
-        let (items, next) = read(state, device, cursor).await?;
+        let (items, next, marked) = read(state, device, cursor, true).await?;
         // Events that no longer concern the device (finished commands) are passed for good: the
         // next read starts after them, so a new command is found at once however many lie behind.
         let passed_only = items.is_empty() && next > cursor;
@@ -55,12 +58,17 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
             continue;
         }
         if !items.is_empty() || released || tokio::time::Instant::now() >= deadline {
-            let fetched: Vec<String> = items
-                .iter()
-                .filter(|i| i.kind == MailboxEventKind::Command)
-                .map(|i| i.command.id.to_string())
-                .collect();
-            commands::mark_delivered(state, &fetched).await?;
+            match marked {
+                Some(ids) => commands::delivered(state, ids),
+                None => {
+                    let fetched: Vec<String> = items
+                        .iter()
+                        .filter(|i| i.kind == MailboxEventKind::Command)
+                        .map(|i| i.command.id.to_string())
+                        .collect();
+                    commands::mark_delivered(state, &fetched).await?;
+                }
+            }
             return Ok(MailboxPage {
                 items,
                 cursor,
@@ -90,7 +98,7 @@ pub async fn poll(state: &AppState, device: &DeviceRow, cursor: i64, wait: Durat
 pub async fn has_items(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<bool> {
     let mut cursor = cursor;
     loop {
-        let (items, next) = read(state, device, cursor).await?;
+        let (items, next, _) = read(state, device, cursor, false).await?;
         if !items.is_empty() {
             return Ok(true);
         }
@@ -101,7 +109,16 @@ pub async fn has_items(state: &AppState, device: &DeviceRow, cursor: i64) -> Api
     }
 }
 
-async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(Vec<MailboxItem>, i64)> {
+/// A page after `cursor`: its items, the cursor after it, and, when `take` (the device takes
+/// the page) on PostgreSQL, the commands the read itself marked delivered (on SQLite the
+/// caller marks them on the writer thread).
+async fn read(
+    state: &AppState,
+    device: &DeviceRow,
+    cursor: i64,
+    take: bool,
+) -> ApiResult<(Vec<MailboxItem>, i64, Option<Vec<String>>)> {
+    let now = now_ms();
     let rows: Vec<EventRow> = match &state.db.sqlite_read {
         Some(readers) => {
             let (group, user, id) = (device.group_id.clone(), device.user_id.clone(), device.id.clone());
@@ -113,8 +130,24 @@ async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(V
                 })
                 .await?
                 .into_iter()
-                .map(|(seq, kind, command)| EventRow { seq, kind, command })
+                .map(|(seq, kind, command)| EventRow {
+                    seq,
+                    kind,
+                    command,
+                    delivered_now: false,
+                })
                 .collect()
+        }
+        None if take => {
+            sqlx::query_as(&PAGE_DELIVER_SQL)
+                .bind(&device.group_id)
+                .bind(&device.user_id)
+                .bind(cursor)
+                .bind(&device.id)
+                .bind(PAGE_SIZE)
+                .bind(now)
+                .fetch_all(&state.db.write)
+                .await?
         }
         None => {
             sqlx::query_as(&PAGE_SQL)
@@ -127,8 +160,13 @@ async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(V
                 .await?
         }
     };
-    let now = now_ms();
     let next = rows.last().map_or(cursor, |r| r.seq);
+    let marked = (take && state.db.sqlite_read.is_none()).then(|| {
+        rows.iter()
+            .filter(|r| r.delivered_now)
+            .map(|r| r.command.id.clone())
+            .collect()
+    });
     let items = rows
         .into_iter()
         .filter_map(|r| {
@@ -144,5 +182,5 @@ async fn read(state: &AppState, device: &DeviceRow, cursor: i64) -> ApiResult<(V
             })
         })
         .collect();
-    Ok((items, next))
+    Ok((items, next, marked))
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub wakeups: Arc<Wakeups>,
     /// Wakes the callback worker when an event is written.
     pub outbox: Arc<Notify>,
+    /// Callback events claimed as they were written, for the worker to deliver first.
+    pub handoff: Arc<crate::engine::callbacks::Handoff>,
     pub metrics: Arc<Metrics>,
     /// When each key's use was last written to the audit log.
     pub key_use: Arc<crate::store::audit::KeyUse>,

@@ -71,21 +71,14 @@ impl Application {
             public_url: Arc::new(public_url),
             wakeups: Arc::new(Wakeups::default()),
             outbox: Arc::new(Notify::new()),
+            handoff: Arc::default(),
             metrics: Arc::new(Metrics::default()),
             key_use: Arc::default(),
             egress: egress.clone(),
             long_polls: crate::engine::longpoll::LongPolls::new(settings.long_polls.clone()),
             auth_failures: Arc::default(),
         };
-        let outbox = Outbox::new(
-            db.clone(),
-            http,
-            egress,
-            http_config,
-            settings.callbacks.clone(),
-            Arc::clone(&state.outbox),
-            Arc::clone(&state.metrics),
-        );
+        let outbox = Outbox::new(&state, http, http_config);
         match db.dialect {
             crate::store::Dialect::Sqlite => outbox.release_stale_claims().await?,
             crate::store::Dialect::Postgres => crate::engine::replicas::connect(&db, &state.wakeups).await?,

@@ -116,17 +116,37 @@ impl CommandRow {
     }
 }
 
-/// A command that ended, and whether its callback event is due for delivery.
+/// A command that ended, the callback event it owes (if its client has a receiver) and that
+/// receiver as the statement read it.
 #[derive(Debug, sqlx::FromRow)]
 struct Finished {
     #[sqlx(flatten)]
     command: CommandRow,
+    event_id: Option<String>,
     event_status: Option<String>,
+    event_claimed_until: Option<i64>,
+    tenant_id: Option<String>,
+    #[sqlx(flatten)]
+    receiver: super::outbox::Receiver,
+}
+
+/// How a command ended on PostgreSQL.
+#[derive(Debug)]
+pub struct Ended {
+    pub command: CommandRow,
+    /// Whether a callback event is due for delivery.
+    pub callback_due: bool,
+    /// That event, when it was claimed with the write (`claim_until`): the caller hands it to
+    /// the delivery worker itself.
+    pub claimed: Option<super::outbox::Claimed>,
 }
 
 /// Ends an open command (PostgreSQL, one statement): the new state and the callback event it
 /// owes (`event` is its type and body, built from the state it ends in) commit together.
-/// `None` when the command was no longer open.
+/// With `claim_until` > 0 the event is written claimed until then (by this replica, which
+/// delivers it at once), and the statement returns its receiver too: the first attempt then
+/// needs no query for candidates, no claim and no read of the receiver. `None` when the
+/// command was no longer open.
 #[allow(clippy::too_many_arguments)]
 pub async fn finish(
     db: &super::Db,
@@ -137,7 +157,8 @@ pub async fn finish(
     response_hash: Option<&str>,
     now: i64,
     event: (&str, &str),
-) -> sqlx::Result<Option<(CommandRow, bool)>> {
+    claim_until: i64,
+) -> sqlx::Result<Option<Ended>> {
     let finished: Option<Finished> = sqlx::query_as(&FINISH_PG)
         .bind(status.as_str())
         .bind(result)
@@ -149,12 +170,40 @@ pub async fn finish(
         .bind(event.0)
         .bind(event.1)
         .bind(super::GONE)
+        .bind(claim_until)
         .fetch_optional(&db.write)
         .await?;
-    Ok(finished.map(|f| (f.command, f.event_status.as_deref() == Some("pending"))))
+    Ok(finished.map(|f| {
+        let callback_due = f.event_status.as_deref() == Some("pending");
+        let claimed = match (f.event_id, f.event_claimed_until, f.tenant_id) {
+            (Some(event_id), Some(until), Some(tenant_id)) if callback_due && until > 0 => {
+                Some(super::outbox::Claimed {
+                    id: event_id,
+                    client_pk: f.command.client_pk.clone(),
+                    payload: event.1.to_owned(),
+                    attempts: 0,
+                    tenant_id,
+                    created_at: now,
+                    claimed_until: until,
+                    receiver: Some(f.receiver),
+                })
+            }
+            _ => None,
+        };
+        Ended {
+            command: f.command,
+            callback_due,
+            claimed,
+        }
+    }))
 }
 
 static FINISH_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let done_columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("done.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "WITH done AS (
              UPDATE commands SET status = $1, result = COALESCE($2, result), answered_by = COALESCE($3, answered_by),
@@ -162,13 +211,18 @@ static FINISH_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              WHERE id = $6 AND status IN {OPEN}
              RETURNING {COLUMNS}),
          ev AS (
-             INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at, last_error)
+             INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at,
+                 last_error, claimed_until)
              SELECT $7, done.client_pk, done.id, $8, $9,
                     CASE WHEN cl.callback_disabled_at IS NULL THEN 'pending' ELSE 'dead' END, $5, $5,
-                    CASE WHEN cl.callback_disabled_at IS NULL THEN NULL ELSE $10 END
+                    CASE WHEN cl.callback_disabled_at IS NULL THEN NULL ELSE $10 END,
+                    CASE WHEN cl.callback_disabled_at IS NULL THEN $11 ELSE 0 END
              FROM done JOIN clients cl ON cl.id = done.client_pk WHERE cl.callback_url IS NOT NULL
-             RETURNING status)
-         SELECT {COLUMNS}, (SELECT status FROM ev) AS event_status FROM done"
+             RETURNING id, status, claimed_until)
+         SELECT {done_columns}, ev.id AS event_id, ev.status AS event_status, ev.claimed_until AS event_claimed_until,
+                cl.tenant_id, cl.callback_url, cl.callback_basic_auth, cl.callback_secrets, cl.callback_disabled_at,
+                COALESCE(cl.source, 'config') AS source
+         FROM done LEFT JOIN ev ON TRUE LEFT JOIN clients cl ON cl.id = done.client_pk"
     )
 });
 

@@ -19,6 +19,19 @@ pub static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// [`PAGE_SQL`] for a device that takes the page (PostgreSQL, one statement): the open
+/// commands in it (`$6` now) are marked delivered as they are read; `delivered_now` says which.
+pub static PAGE_DELIVER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH page AS ({page}),
+         d AS (UPDATE commands SET status = 'delivered'
+               WHERE status = 'pending' AND timeout_at > $6 AND id IN (SELECT id FROM page WHERE kind = 'command')
+               RETURNING id)
+         SELECT page.*, page.id IN (SELECT id FROM d) AS delivered_now FROM page ORDER BY page.seq",
+        page = *PAGE_SQL
+    )
+});
+
 /// What a mailbox event says.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {

@@ -41,6 +41,24 @@ pub struct Claimed {
     pub attempts: i64,
     pub tenant_id: String,
     pub created_at: i64,
+    /// Until when the claim holds (PostgreSQL), when the claim was taken with the event's
+    /// write; 0 when unknown.
+    #[sqlx(skip)]
+    pub claimed_until: i64,
+    /// The receiver as read with the claim, when it was (else it is read before sending).
+    #[sqlx(skip)]
+    pub receiver: Option<Receiver>,
+}
+
+/// Where and how a client's callbacks go.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Receiver {
+    pub callback_url: Option<String>,
+    pub callback_basic_auth: Option<String>,
+    pub callback_secrets: Option<String>,
+    pub callback_disabled_at: Option<i64>,
+    /// `config` (the operator's file) or `api` (a tenant's).
+    pub source: String,
 }
 
 /// What happens to an event after an attempt.

@@ -410,6 +410,8 @@ pub fn callback_candidates(
             attempts: r.get(3)?,
             tenant_id: r.get(4)?,
             created_at: r.get(5)?,
+            claimed_until: 0,
+            receiver: None,
         })
     })?;
     rows.collect()

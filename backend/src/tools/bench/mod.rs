@@ -312,6 +312,10 @@ impl Ctx {
         let mut s = Settings::default();
         s.server.address = std::net::IpAddr::from([127, 0, 0, 1]);
         s.server.port = 0;
+        // Every device and client of the bench connects from 127.0.0.1, and the idle scenario
+        // holds 10,000 long-polls: the per-address cap would refuse most of them.
+        s.server.max_connections = 20_000;
+        s.server.max_connections_per_ip = 20_000;
         s.server_key = Some(Secret(
             base64::engine::general_purpose::STANDARD.encode(&self.server_key),
         ));
