@@ -529,13 +529,8 @@ impl Settings {
             );
             anyhow::ensure!(!c.group.is_empty(), "allowed-clients: {} has no group", c.client_id);
             if let Some(url) = &c.callback_url {
-                let parsed = url::Url::parse(url)
-                    .map_err(|e| anyhow::anyhow!("allowed-clients: callback-url of {}: {e}", c.client_id))?;
-                anyhow::ensure!(
-                    matches!(parsed.scheme(), "http" | "https"),
-                    "allowed-clients: callback-url of {} must be http or https",
-                    c.client_id
-                );
+                crate::domain::callback::callback_url(url)
+                    .map_err(|rule| anyhow::anyhow!("allowed-clients: the callback-url of {} {rule}", c.client_id))?;
             }
             for warning in
                 hermod_shared::admin::callback_warnings(c.callback_url.as_deref(), c.callback_basic_auth.is_some())
@@ -543,11 +538,9 @@ impl Settings {
                 tracing::warn!(client = %c.client_id, "{warning}");
             }
             if let Some(auth) = &c.callback_basic_auth {
-                anyhow::ensure!(
-                    auth.contains(':'),
-                    "allowed-clients: callback-basic-auth of {} must be username:password",
-                    c.client_id
-                );
+                crate::domain::callback::basic_auth(auth).map_err(|rule| {
+                    anyhow::anyhow!("allowed-clients: the callback-basic-auth of {} {rule}", c.client_id)
+                })?;
             }
             for s in &c.callback_signing_secrets {
                 anyhow::ensure!(

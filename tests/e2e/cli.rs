@@ -146,7 +146,10 @@ fn a_broken_config_is_refused_at_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     for (yaml, message) in [
         ("allowed-clients:\n  - client-id: a\n    key: short\n    group: g\n", "shorter than 32"),
-        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: ftp://x\n", "http or https"),
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: ftp://x\n", "the callback-url of a must be an absolute http(s) URL"),
+        // One rule for the config file and the admin API (`domain::callback`).
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: https://u:p@x.example/cb\n", "with no user:password in it"),
+        ("allowed-clients:\n  - client-id: a\n    key: 0123456789abcdef0123456789abcdef\n    group: g\n    callback-url: https://x.example/cb\n    callback-basic-auth: \"u:p\\u0007\"\n", "the callback-basic-auth of a must be user:password"),
         ("commands:\n  default-timeout: 600\n  default-lifespan: 60\n", "default-timeout"),
         ("server:\n  port: many\n", "port"),
         // Values a first fuzzing probe found to pass validation and then panic or misbehave.

@@ -414,20 +414,12 @@ pub async fn clients(db: &Db, tenant_id: &str) -> ApiResult<Vec<ClientView>> {
 }
 
 fn check_callback(url: Option<&str>, basic_auth: Option<&str>) -> ApiResult<()> {
+    use crate::domain::callback;
     if let Some(url) = url {
-        let parsed = url::Url::parse(url).map_err(|_| bad("callback_url must be an absolute http(s) URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || url.len() > 2048 {
-            return Err(bad(
-                "callback_url must be an absolute http(s) URL of at most 2048 characters",
-            ));
-        }
+        callback::callback_url(url).map_err(|rule| bad(format!("callback_url {rule}")))?;
     }
     if let Some(auth) = basic_auth {
-        if !auth.contains(':') || auth.len() > 512 || auth.chars().any(char::is_control) {
-            return Err(bad(
-                "callback_basic_auth must be user:password (at most 512 characters)",
-            ));
-        }
+        callback::basic_auth(auth).map_err(|rule| bad(format!("callback_basic_auth {rule}")))?;
     }
     Ok(())
 }
