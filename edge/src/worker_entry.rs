@@ -123,7 +123,7 @@ fn problem(refusal: &Refusal) -> Result<Response> {
 fn nonce() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::RustError(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(bytes))
 }
 
 #[event(fetch)]

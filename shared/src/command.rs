@@ -139,12 +139,7 @@ macro_rules! prefixed_id {
 
             /// A new id from 16 random bytes that the caller draws (this crate has no RNG).
             pub fn from_random(bytes: [u8; 16]) -> Self {
-                let mut s = String::with_capacity(Self::PREFIX.len() + 32);
-                s.push_str(Self::PREFIX);
-                for b in bytes {
-                    s.push_str(&format!("{b:02x}"));
-                }
-                Self(s)
+                Self(format!("{}{}", Self::PREFIX, hex::encode(bytes)))
             }
 
             pub fn parse(s: &str) -> Option<Self> {

@@ -30,12 +30,7 @@ pub fn parse_unix_seconds(s: &str) -> Option<i64> {
 /// Lowercase hex of SHA-256, the digest used wherever the protocol hashes a body or a key.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    hex::encode(Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -292,28 +292,20 @@ pub struct EdgeClient {
     pub key_hashes: Vec<String>,
 }
 
-/// RFC 3339 UTC with milliseconds, from unix milliseconds (proleptic Gregorian calendar).
+/// RFC 3339 UTC with milliseconds, from unix milliseconds: `2026-11-22T12:00:00.000Z`. Beyond
+/// the years 9999 BC–9999 AD (never a stored time) it gives the nearest of those bounds.
 pub fn rfc3339(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let ms = unix_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    use time::{macros::format_description, OffsetDateTime, PrimitiveDateTime};
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).unwrap_or_else(|_| {
+        if unix_ms < 0 {
+            PrimitiveDateTime::MIN
+        } else {
+            PrimitiveDateTime::MAX
+        }
+        .assume_utc()
+    });
+    at.format(format).expect("a date within the supported years formats")
 }
 
 #[cfg(test)]
@@ -326,6 +318,19 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_348_800_000), "2026-11-22T12:00:00.000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    proptest::proptest! {
+        /// What `rfc3339` writes, an RFC 3339 parser reads back as the same instant (to the
+        /// millisecond), for any time from 1900 to 9999.
+        #[test]
+        fn rfc3339_reads_back_as_the_same_instant(ms in -2_208_988_800_000i64..253_402_300_799_999) {
+            let text = rfc3339(ms);
+            let parsed = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).unwrap();
+            proptest::prop_assert_eq!(parsed.unix_timestamp_nanos(), i128::from(ms) * 1_000_000, "{}", text);
+            proptest::prop_assert_eq!(text.len(), 24);
+        }
     }
 
     #[test]
