@@ -297,7 +297,9 @@ impl Outbox {
                 }
             }
             if blocked {
-                deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(1));
+                // A delivery ending (`freed`) is what changes things now; look anyway after a
+                // while, for claims of other replicas that lapse.
+                deadline = deadline.max(tokio::time::Instant::now() + BUSY_RECHECK);
             }
             tokio::select! {
                 _ = self.freed.notified(), if blocked => look = true,
