@@ -21,11 +21,17 @@ pub static PAGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// [`PAGE_SQL`] for a device that takes the page (PostgreSQL, one statement): the open
 /// commands in it (`$6` now) are marked delivered as they are read; `delivered_now` says which.
+/// The devices of one user read the same commands at once: rows are locked in id order and a
+/// row another statement holds is passed by (that one delivers or ends it), so two pages never
+/// wait on each other in a circle (a deadlock, which PostgreSQL ends by failing one).
 pub static PAGE_DELIVER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH page AS ({page}),
          d AS (UPDATE commands SET status = 'delivered'
-               WHERE status = 'pending' AND timeout_at > $6 AND id IN (SELECT id FROM page WHERE kind = 'command')
+               WHERE id IN (SELECT c.id FROM commands c
+                            WHERE c.id IN (SELECT id FROM page WHERE kind = 'command')
+                              AND c.status = 'pending' AND c.timeout_at > $6
+                            ORDER BY c.id FOR UPDATE SKIP LOCKED)
                RETURNING id)
          SELECT page.*, page.id IN (SELECT id FROM d) AS delivered_now FROM page ORDER BY page.seq",
         page = *PAGE_SQL
