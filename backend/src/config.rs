@@ -4,15 +4,17 @@
 
 use figment::providers::{Env, Format, Yaml};
 use figment::Figment;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// A secret setting: `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A secret setting, the one type every secret of the config file has: `Debug` never prints
+/// it, it has no `Display` and no `Serialize` (nor has any settings type holding it), and the
+/// code reads it only through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -20,13 +22,29 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -83,7 +101,7 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct ServerSettings {
     pub address: IpAddr,
@@ -118,14 +136,14 @@ impl Default for ServerSettings {
     }
 }
 
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct SslSettings {
     pub enabled: bool,
     #[serde(alias = "keyStore")]
     pub key_store: Option<PathBuf>,
     #[serde(alias = "keyStorePassword")]
-    pub key_store_password: Option<String>,
+    pub key_store_password: Option<Secret>,
     #[serde(alias = "keyStoreType")]
     pub key_store_type: Option<String>,
 }
@@ -144,21 +162,21 @@ impl fmt::Debug for SslSettings {
 }
 
 /// One `allowed-clients` entry, as the seeds write it.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AllowedClient {
     #[serde(alias = "clientId")]
     pub client_id: String,
-    pub key: String,
+    pub key: Secret,
     pub group: String,
     #[serde(default, alias = "callbackUrl")]
     pub callback_url: Option<String>,
     /// `username:password` sent as HTTP Basic auth with every callback.
     #[serde(default, alias = "callbackBasicAuth")]
-    pub callback_basic_auth: Option<String>,
+    pub callback_basic_auth: Option<Secret>,
     /// `whsec_…` secrets that sign callbacks (Standard Webhooks); list two during a rotation.
     #[serde(default, alias = "callbackSigningSecrets")]
-    pub callback_signing_secrets: Vec<String>,
+    pub callback_signing_secrets: Vec<Secret>,
 }
 
 impl fmt::Debug for AllowedClient {
@@ -174,7 +192,7 @@ impl fmt::Debug for AllowedClient {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct DatabaseSettings {
     /// `sqlite://path/to/hermod.db` (created on first start). Relative paths are relative to
@@ -189,6 +207,25 @@ pub struct DatabaseSettings {
     pub startup_wait: f64,
 }
 
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A PostgreSQL URL may hold a password: shown without it.
+        let url = match url::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("<redacted>"));
+                url.to_string()
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("DatabaseSettings")
+            .field("url", &url)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("startup_wait", &self.startup_wait)
+            .finish()
+    }
+}
+
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
@@ -200,7 +237,7 @@ impl Default for DatabaseSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CommandSettings {
     /// Seconds a command stays in the mailbox when the request names no `timeout`.
@@ -224,7 +261,7 @@ impl Default for CommandSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct DeviceSettings {
     /// How far (seconds) a signed request's timestamp may be from the server's clock.
@@ -240,7 +277,7 @@ impl Default for DeviceSettings {
 }
 
 /// Running behind the edge Worker (hosted mode).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct EdgeSettings {
     /// The secret shared with the edge (`HERMOD_EDGE__SECRET`, at least 32 characters). When set,
@@ -250,7 +287,7 @@ pub struct EdgeSettings {
 }
 
 /// The admin API (`/admin`) for hosted tenants.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct AdminSettings {
     /// The operator's token (`HERMOD_ADMIN__OPERATOR_KEY`, at least 32 characters), sent as
@@ -274,7 +311,7 @@ impl Default for AdminSettings {
 }
 
 /// How long what is finished is kept (seconds), and how the sweeper removes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct RetentionSettings {
     /// Seconds between passes.
@@ -305,7 +342,7 @@ impl Default for RetentionSettings {
 }
 
 /// Caps on long-polls (see `engine::longpoll` for what happens at each).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct LongPollSettings {
     /// Long-polls open at once; one more is refused with 503 and `Retry-After`.
@@ -329,7 +366,7 @@ impl Default for LongPollSettings {
 /// Where Hermod's own outgoing requests (callbacks) may connect. Public addresses always; an
 /// internal one (loopback, private, CGNAT, link-local and metadata, unique-local, …) only when
 /// allowed here or named by a callback URL of this file. See `domain::egress`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct EgressSettings {
     /// CIDRs (`10.20.0.0/16`) and hosts (`receiver.internal`, on any port) allowed
@@ -340,7 +377,7 @@ pub struct EgressSettings {
     pub hosts: std::collections::BTreeMap<String, IpAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CallbackSettings {
     /// Seconds to wait before each retry after a failed attempt; one attempt more than entries.
@@ -415,30 +452,18 @@ fn refuse_unknown_keys(file: &Path) -> anyhow::Result<()> {
 /// Every key name the file may use, at any level: the settings' own, an allowed client's and
 /// the seeds' camelCase spellings.
 fn known_keys() -> std::collections::BTreeSet<String> {
-    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    out.insert(k.clone());
-                    walk(v, out);
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut settings = Settings::default();
-    settings.allowed_clients.push(AllowedClient {
-        client_id: String::new(),
-        key: String::new(),
-        group: String::new(),
-        callback_url: None,
-        callback_basic_auth: None,
-        callback_signing_secrets: Vec::new(),
-    });
+    use serde_reflection::{ContainerFormat, Tracer, TracerConfig};
+    // The settings are not `Serialize` (they hold secrets): their field names come from what
+    // their `Deserialize` asks for, traced.
+    let mut tracer = Tracer::new(TracerConfig::default());
     let mut out = std::collections::BTreeSet::new();
-    if let Ok(v) = serde_json::to_value(&settings) {
-        walk(&v, &mut out);
+    if tracer.trace_simple_type::<Settings>().is_ok() {
+        // Unchecked: an enum's variants need not all be traced for the field names.
+        for container in tracer.registry_unchecked().values() {
+            if let ContainerFormat::Struct(fields) = container {
+                out.extend(fields.iter().map(|f| f.name.clone()));
+            }
+        }
     }
     out.extend(
         [
@@ -523,7 +548,7 @@ impl Settings {
                 c.client_id
             );
             anyhow::ensure!(
-                c.key.len() >= 32,
+                c.key.expose().len() >= 32,
                 "allowed-clients: the key of {} is shorter than 32 characters",
                 c.client_id
             );
@@ -538,13 +563,13 @@ impl Settings {
                 tracing::warn!(client = %c.client_id, "{warning}");
             }
             if let Some(auth) = &c.callback_basic_auth {
-                crate::domain::callback::basic_auth(auth).map_err(|rule| {
+                crate::domain::callback::basic_auth(auth.expose()).map_err(|rule| {
                     anyhow::anyhow!("allowed-clients: the callback-basic-auth of {} {rule}", c.client_id)
                 })?;
             }
             for s in &c.callback_signing_secrets {
                 anyhow::ensure!(
-                    hermod_shared::webhook::WebhookSecret::parse(s).is_some(),
+                    hermod_shared::webhook::WebhookSecret::parse(s.expose()).is_some(),
                     "allowed-clients: a callback-signing-secret of {} is not a whsec_ secret",
                     c.client_id
                 );
@@ -658,5 +683,71 @@ impl Settings {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY_SECRET: &str = "
+server-key: c2VydmVyLWtleS1zZWNyZXQtc2VydmVyLWtleS1zZWNyZXQ=
+server:
+  ssl:
+    key-store-password: keystore-secret-1
+database:
+  url: postgres://hermod:db-secret-2@127.0.0.1/hermod
+edge:
+  secret: edge-secret-3-edge-secret-3-edge-secret-3
+admin:
+  operator-key: operator-secret-4-operator-secret-4
+allowed-clients:
+  - client-id: idm
+    key: client-key-secret-5-client-key-secret-5
+    group: g
+    callback-url: https://idm.example/cb
+    callback-basic-auth: user:basic-secret-6
+    callback-signing-secrets: [whsec_c2lnbmluZy1zZWNyZXQtNy1zaWduaW5nLXNlY3JldC03]
+";
+
+    #[test]
+    fn no_secret_of_the_file_shows_in_the_settings_debug_output() {
+        let settings: Settings = Figment::new().merge(Yaml::string(EVERY_SECRET)).extract().unwrap();
+        let shown = format!("{settings:?} {settings:#?}");
+        for secret in [
+            "c2VydmVyLWtleS1zZWNyZXQ",
+            "keystore-secret-1",
+            "db-secret-2",
+            "edge-secret-3",
+            "operator-secret-4",
+            "client-key-secret-5",
+            "basic-secret-6",
+            "c2lnbmluZy1zZWNyZXQ",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
+        // What is not secret still shows, so the output stays useful.
+        assert!(
+            shown.contains("idm.example") && shown.contains("127.0.0.1/hermod"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn every_settings_key_is_known_for_did_you_mean() {
+        let known = known_keys();
+        for key in [
+            "server",
+            "max-connections-per-ip",
+            "key-store-password",
+            "allowed-clients",
+            "callback-signing-secrets",
+            "retry-schedule",
+            "operator-key",
+            "server-key",
+            "signature-window",
+        ] {
+            assert!(known.contains(key), "{key} missing from {known:?}");
+        }
     }
 }

@@ -1144,7 +1144,7 @@ async fn the_operator_lists_tenants_and_a_client_s_callbacks_follow_a_patch() {
 #[tokio::test]
 async fn failed_authentications_are_counted_and_summarised_in_the_tenants_audit_log() {
     let app = TestApp::start_with(|s| {
-        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
         s.admin.auth_failure_summary = 0.2;
     })
     .await;
@@ -1196,7 +1196,7 @@ async fn failed_authentications_are_counted_and_summarised_in_the_tenants_audit_
 #[tokio::test]
 async fn admin_requests_over_the_rate_get_429_with_retry_after() {
     let app = TestApp::start_with(|s| {
-        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
         s.admin.rate_limit = 5;
     })
     .await;

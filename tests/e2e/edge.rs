@@ -32,8 +32,8 @@ async fn start_edge(port: u16, backend: &str, vars: &[(&str, &str)]) -> Edge {
 async fn hosted(vars: &[(&str, &str)]) -> (TestApp, Edge) {
     let edge_port = free_port();
     let app = TestApp::start_with(|s| {
-        s.edge.secret = Some(Secret(EDGE_SECRET.into()));
-        s.server_key = Some(Secret(SERVER_KEY.into()));
+        s.edge.secret = Some(Secret::new(EDGE_SECRET));
+        s.server_key = Some(Secret::new(SERVER_KEY));
         s.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
     })
     .await;
@@ -346,10 +346,10 @@ async fn a_revoked_key_fails_at_once_on_the_backend_and_within_the_cache_bound_a
 async fn a_rotation_through_the_admin_api_reaches_the_edge_and_a_revoked_key_is_refused_within_the_bound() {
     let edge_port = free_port();
     let app = TestApp::start_with(|s| {
-        s.edge.secret = Some(Secret(EDGE_SECRET.into()));
-        s.server_key = Some(Secret(SERVER_KEY.into()));
+        s.edge.secret = Some(Secret::new(EDGE_SECRET));
+        s.server_key = Some(Secret::new(SERVER_KEY));
         s.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
-        s.admin.operator_key = Some(Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(Secret::new(OPERATOR_KEY));
     })
     .await;
     let edge = start_edge(edge_port, &app.base, &[("CLIENT_CACHE_TTL_SECS", "2")]).await;

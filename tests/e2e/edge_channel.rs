@@ -20,7 +20,7 @@ fn assertion(method: &str, path: &str, caller: &Caller, body: &[u8], at: i64) ->
 }
 
 async fn behind_edge() -> TestApp {
-    TestApp::start_with(|s| s.edge.secret = Some(Secret(EDGE_SECRET.into()))).await
+    TestApp::start_with(|s| s.edge.secret = Some(Secret::new(EDGE_SECRET))).await
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ async fn watched_listener() -> (u16, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_tenant_cannot_reach_internal_addresses() {
     let app = TestApp::start_with(|s| {
-        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
         s.egress.allow.clear();
         s.egress.hosts.insert("receiver.test".into(), [127, 0, 0, 1].into());
     })
@@ -126,7 +126,7 @@ async fn a_tenant_cannot_reach_internal_addresses() {
 async fn the_operator_can_allow_an_internal_receiver_and_its_answer_is_never_kept() {
     let (port, seen) = watched_listener().await;
     let app = TestApp::start_with(|s| {
-        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
         s.egress.allow = vec!["127.0.0.1".into()];
     })
     .await;

@@ -332,7 +332,7 @@ pub fn test_settings(dir: &std::path::Path, receiver: &Receiver) -> Settings {
             key: IDM_KEY.into(),
             group: "smartid".into(),
             callback_url: Some(receiver.url.clone()),
-            callback_basic_auth: Some(format!("{}:{}", CALLBACK_AUTH.0, CALLBACK_AUTH.1)),
+            callback_basic_auth: Some(format!("{}:{}", CALLBACK_AUTH.0, CALLBACK_AUTH.1).into()),
             callback_signing_secrets: vec![IDM_SECRET.into()],
         },
         AllowedClient {
@@ -652,7 +652,7 @@ pub const OPERATOR_KEY: &str = "operator-token-for-the-tests-0123456789abcdef";
 
 /// Starts an app whose admin API knows the operator token.
 pub async fn start_hosted() -> TestApp {
-    TestApp::start_with(|s| s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()))).await
+    TestApp::start_with(|s| s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY))).await
 }
 
 /// A caller of the admin API with one bearer token.

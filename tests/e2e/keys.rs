@@ -127,7 +127,7 @@ async fn hosted_mode_and_postgresql_refuse_to_start_without_a_key() {
     let receiver = Receiver::start().await;
     let mut settings = test_settings(dir.path(), &receiver);
     settings.server_key_file = Some(dir.path().join("absent"));
-    settings.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+    settings.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
     let e = hermod::Application::build(settings).await.err().expect("refused");
     assert!(format!("{e:#}").contains("server key"), "{e:#}");
     assert!(

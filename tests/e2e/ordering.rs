@@ -20,7 +20,7 @@ const COMMANDS: usize = 10_000;
 async fn two_replicas(tweak: fn(&mut hermod::Settings)) -> (TestApp, TestApp) {
     let db = TestDb::postgres().await;
     let url = db.url.clone();
-    let key = |s: &mut hermod::Settings| s.server_key = Some(hermod::config::Secret(SERVER_KEY.into()));
+    let key = |s: &mut hermod::Settings| s.server_key = Some(hermod::config::Secret::new(SERVER_KEY));
     let a = TestApp::start_on(db, tempfile::tempdir().unwrap(), |s| {
         key(s);
         tweak(s)
@@ -180,7 +180,7 @@ async fn every_audit_record_is_read_once_while_two_replicas_write() {
         return;
     }
     const GROUPS: usize = 2_000;
-    let (a, b) = two_replicas(|s| s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()))).await;
+    let (a, b) = two_replicas(|s| s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY))).await;
     let admin_a = AdminApi::operator(&a.base).create_tenant("acme", json!({})).await;
     let admin_b = AdminApi::with_token(&b.base, &admin_a.token);
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));

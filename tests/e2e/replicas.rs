@@ -14,11 +14,11 @@ async fn a_command_created_on_one_replica_wakes_a_device_long_polling_another() 
     let db = TestDb::postgres().await;
     let url = db.url.clone();
     let a = TestApp::start_on(db, tempfile::tempdir().unwrap(), |s| {
-        s.server_key = Some(hermod::config::Secret(SERVER_KEY.into()))
+        s.server_key = Some(hermod::config::Secret::new(SERVER_KEY))
     })
     .await;
     let b = TestApp::start_on(TestDb::borrowed(&url), tempfile::tempdir().unwrap(), |s| {
-        s.server_key = Some(hermod::config::Secret(SERVER_KEY.into()))
+        s.server_key = Some(hermod::config::Secret::new(SERVER_KEY))
     })
     .await;
     let idm = Creds::idm();

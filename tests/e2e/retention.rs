@@ -33,7 +33,7 @@ async fn rows_past_their_period_are_removed_and_nothing_owed_is_touched() {
     let db = TestDb::new(dir.path()).await;
     let url = db.url.clone();
     let app = TestApp::start_on(db, dir, |s| {
-        s.admin.operator_key = Some(hermod::config::Secret(OPERATOR_KEY.into()));
+        s.admin.operator_key = Some(hermod::config::Secret::new(OPERATOR_KEY));
         s.callbacks.retry_schedule = vec![3600.0];
     })
     .await;

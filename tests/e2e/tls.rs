@@ -12,7 +12,7 @@ fn ssl(dir: &std::path::Path, pki: &TestPki, password: &str) -> SslSettings {
     SslSettings {
         enabled: true,
         key_store: Some(path),
-        key_store_password: Some(password.to_owned()),
+        key_store_password: Some(password.into()),
         key_store_type: Some("PKCS12".to_owned()),
     }
 }

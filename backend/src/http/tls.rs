@@ -23,7 +23,7 @@ pub fn server_config(ssl: &SslSettings) -> anyhow::Result<Option<Arc<rustls::Ser
         .as_ref()
         .context("server.ssl.enabled needs server.ssl.key-store")?;
     let data = std::fs::read(path).with_context(|| format!("reading the key store {}", path.display()))?;
-    let password = ssl.key_store_password.as_deref().unwrap_or("");
+    let password = ssl.key_store_password.as_ref().map_or("", |p| p.expose());
     let store = KeyStore::from_pkcs12(&data, password, Pkcs12ImportPolicy::Strict).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a PKCS12 key store that this password opens: {e}",

@@ -48,7 +48,13 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let secrets = (!c.callback_signing_secrets.is_empty()).then(|| c.callback_signing_secrets.join(" "));
+        let secrets = (!c.callback_signing_secrets.is_empty()).then(|| {
+            c.callback_signing_secrets
+                .iter()
+                .map(|s| s.expose())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         let pk: Option<String> = sqlx::query_scalar(
             "INSERT INTO clients (id, tenant_id, group_id, client_id, name, callback_url, callback_basic_auth, callback_secrets, source, created_at)
              VALUES ($1, $2, $3, $4, $4, $5, $6, $7, 'config', $8)
@@ -64,7 +70,7 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
         .bind(&group_id)
         .bind(&c.client_id)
         .bind(&c.callback_url)
-        .bind(&c.callback_basic_auth)
+        .bind(c.callback_basic_auth.as_ref().map(|a| a.expose()))
         .bind(secrets)
         .bind(now)
         .fetch_optional(&mut *tx)
@@ -75,7 +81,7 @@ pub async fn sync_config_clients(db: &Db, clients: &[AllowedClient]) -> anyhow::
                 c.client_id
             )
         })?;
-        let key_hash = sha256_hex(c.key.as_bytes());
+        let key_hash = sha256_hex(c.key.expose().as_bytes());
         sqlx::query(
             "UPDATE client_keys SET revoked_at = $1 WHERE client_pk = $2 AND source = 'config' AND revoked_at IS NULL AND key_hash <> $3",
         )

@@ -199,12 +199,16 @@ async fn one(ctx: &mut Ctx, db: DbKind, via_edge: bool) -> anyhow::Result<EdgeRe
     let edge_port = free_port()?;
     let edge_secret = hex::encode(rand::random::<[u8; 24]>());
     if via_edge {
-        settings.edge.secret = Some(Secret(edge_secret.clone()));
+        settings.edge.secret = Some(Secret::new(edge_secret.clone()));
         settings.public_url = Some(format!("http://127.0.0.1:{edge_port}/ms"));
     }
     let backend = start_hermod(&dir, &settings)?;
     let edge = if via_edge {
-        let key = settings.server_key.as_ref().map(|k| k.0.clone()).unwrap_or_default();
+        let key = settings
+            .server_key
+            .as_ref()
+            .map(|k| k.expose().to_owned())
+            .unwrap_or_default();
         Some(
             WranglerDev::start(
                 &a.edge_repo,

@@ -316,7 +316,7 @@ impl Ctx {
         // holds 10,000 long-polls: the per-address cap would refuse most of them.
         s.server.max_connections = 20_000;
         s.server.max_connections_per_ip = 20_000;
-        s.server_key = Some(Secret(
+        s.server_key = Some(Secret::new(
             base64::engine::general_purpose::STANDARD.encode(&self.server_key),
         ));
         s.allowed_clients = vec![client];
@@ -338,10 +338,44 @@ impl Ctx {
     }
 }
 
+/// The config file the bench's server reads: what the bench sets, under the file's own keys.
+/// (The settings are not `Serialize`: they hold secrets.)
+fn config_file(s: &Settings) -> serde_json::Value {
+    let client = &s.allowed_clients[0];
+    let mut config = json!({
+        "server": {
+            "address": s.server.address.to_string(),
+            "port": s.server.port,
+            "max-connections": s.server.max_connections,
+            "max-connections-per-ip": s.server.max_connections_per_ip,
+        },
+        "database": { "url": s.database.url },
+        "allowed-clients": [{
+            "client-id": client.client_id,
+            "key": client.key.expose(),
+            "group": client.group,
+            "callback-url": client.callback_url,
+            "callback-signing-secrets": client.callback_signing_secrets.iter().map(|s| s.expose()).collect::<Vec<_>>(),
+        }],
+        "callbacks": { "retry-schedule": s.callbacks.retry_schedule, "jitter": s.callbacks.jitter },
+        "generate-client-page": s.generate_client_page,
+    });
+    if let Some(key) = &s.server_key {
+        config["server-key"] = json!(key.expose());
+    }
+    if let Some(url) = &s.public_url {
+        config["public-url"] = json!(url);
+    }
+    if let Some(secret) = &s.edge.secret {
+        config["edge"] = json!({ "secret": secret.expose() });
+    }
+    config
+}
+
 fn start_hermod(dir: &Path, settings: &Settings) -> anyhow::Result<ServerProcess> {
     let config = dir.join("hermod-conf.yml");
-    // JSON is YAML: the settings as the server will read them.
-    std::fs::write(&config, serde_json::to_string_pretty(settings)?)?;
+    // JSON is YAML.
+    std::fs::write(&config, serde_json::to_string_pretty(&config_file(settings))?)?;
     let config = config.to_string_lossy().into_owned();
     ServerProcess::start(
         &["serve", "--config", &config],
