@@ -7,8 +7,10 @@ use std::process::Command;
 
 #[test]
 fn the_quick_benchmark_completes_commands_loses_none_and_reports_the_floor_ratio() {
+    let charts = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_hermod"));
-    command.args(["bench", "--quick", "--scenario", "e2e", "--json"]);
+    command.args(["bench", "--quick", "--scenario", "e2e", "--json", "--plot"]);
+    command.arg(charts.path());
     if on_postgres() {
         command.args(["--db", "postgres"]);
         if let Ok(admin) = std::env::var("HERMOD_TEST_POSTGRES") {
@@ -44,6 +46,18 @@ fn the_quick_benchmark_completes_commands_loses_none_and_reports_the_floor_ratio
         assert!(summary[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {summary:#}");
     }
     assert_eq!(summary["lost"], 0);
+    // `--plot`: the run as SVG charts, each naming the floor and Hermod's database.
+    let hermod_label = if on_postgres() {
+        "Hermod PostgreSQL"
+    } else {
+        "Hermod SQLite"
+    };
+    for chart in ["throughput.svg", "latency.svg"] {
+        let svg = std::fs::read_to_string(charts.path().join(chart)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{chart}");
+        assert!(svg.contains("floor") && svg.contains(hermod_label), "{chart}: {svg}");
+        assert!(svg.matches("<rect").count() >= 3, "{chart}: bars drawn");
+    }
 }
 
 /// `hermod bench --quick --scenario edge`: the edge scenario runs through `wrangler dev` and

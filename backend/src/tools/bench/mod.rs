@@ -13,6 +13,7 @@
 pub mod driver;
 pub mod edge;
 pub mod floor;
+pub mod plot;
 pub mod proc;
 pub mod seed;
 
@@ -148,6 +149,10 @@ pub struct BenchArgs {
     /// Keep the run folders (configs, server logs, SQLite files) in the temp directory.
     #[arg(long)]
     pub keep: bool,
+    /// Also write the results as SVG charts into this folder (throughput against the floor,
+    /// latency percentiles, idle memory: whichever scenarios ran).
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -694,6 +699,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         idle,
         targets,
     };
+    if let Some(dir) = &args.plot {
+        for chart in plot::write(&report, dir)? {
+            eprintln!("bench: wrote {}", chart.display());
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
