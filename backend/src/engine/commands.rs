@@ -106,29 +106,24 @@ pub async fn create(
     }
     let recipient = rules::recipient(&command_type, req.device_id.as_ref(), req.user_id.as_ref())?;
 
-    // Whom it is for is checked on a read connection, so the writer only writes. (A device
-    // revoked in between gets a command it can no longer fetch: its requests are refused.)
+    // Whom it is for: on SQLite checked on a reader thread, so the writer only writes (a
+    // device revoked in between gets a command it can no longer fetch: its requests are
+    // refused); on PostgreSQL the create's own statement finds the device's user.
+    let mut find_user = false;
     let user_id: String = match &recipient {
-        Recipient::Device(device) => {
-            let user: Option<String> = match &state.db.sqlite_read {
-                Some(readers) => {
-                    let (device, group) = (device.as_str().to_owned(), client.group_id.clone());
-                    readers
-                        .run(move |c| Ok(sqlite::device_user(c, &device, &group)?))
-                        .await?
-                }
-                None => {
-                    sqlx::query_scalar(
-                        "SELECT user_id FROM devices WHERE id = $1 AND group_id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(device.as_str())
-                    .bind(&client.group_id)
-                    .fetch_optional(&state.db.read)
+        Recipient::Device(device) => match &state.db.sqlite_read {
+            Some(readers) => {
+                let (device, group) = (device.as_str().to_owned(), client.group_id.clone());
+                readers
+                    .run(move |c| Ok(sqlite::device_user(c, &device, &group)?))
                     .await?
-                }
-            };
-            user.ok_or(ErrorCode::DeviceNotFound)?
-        }
+                    .ok_or(ErrorCode::DeviceNotFound)?
+            }
+            None => {
+                find_user = true;
+                String::new()
+            }
+        },
         Recipient::User(user) => {
             if !is_provision {
                 let devices: i64 =
@@ -173,13 +168,21 @@ pub async fn create(
     };
     let inserted = match &state.db.sqlite {
         Some(writer) => writer.run(move |c| sqlite::create(c, &new)).await?,
-        None => create_postgres(state, &new).await?,
+        None => create_postgres(state, &new, find_user).await?,
     };
     let Some(row) = inserted else {
-        // Another request with the same Idempotency-Key won the race.
-        let key = idempotency_key.expect("only an idempotency key can conflict");
+        // Another request with the same Idempotency-Key won the race, or (PostgreSQL) the
+        // device named is not one of the group's.
+        let missing = if find_user {
+            ErrorCode::DeviceNotFound
+        } else {
+            ErrorCode::Internal
+        };
+        let Some(key) = idempotency_key else {
+            return Err(missing.into());
+        };
         let row = by_idempotency_key(state, client, key, request_hash).await?;
-        return row.map(|r| (r, true)).ok_or_else(|| ErrorCode::Internal.into());
+        return row.map(|r| (r, true)).ok_or_else(|| missing.into());
     };
     state.metrics.commands_created.inc();
     wake_mailbox(state, &row);
@@ -188,21 +191,28 @@ pub async fn create(
 
 /// Writes a command and its mailbox event in one statement (PostgreSQL: one round trip). The
 /// mailbox number is taken under the mailbox row's lock in the same statement, so it commits
-/// with the event (see `engine::mailbox`).
-async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option<CommandRow>> {
+/// with the event (see `engine::mailbox`). With `find_user`, the statement takes the user from
+/// the device the command names (enrolled in the group, not revoked), and writes nothing when
+/// there is none.
+async fn create_postgres(state: &AppState, new: &NewCommand, find_user: bool) -> ApiResult<Option<CommandRow>> {
     let inserted: Option<CommandRow> = sqlx::query_as(&format!(
-        "WITH c AS (
+        "WITH r AS (
+             SELECT CASE WHEN $16 THEN (SELECT user_id FROM devices WHERE id = $5 AND group_id = $2 AND revoked_at IS NULL)
+                         ELSE $6 END AS user_id),
+         c AS (
              INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
                  lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12, $13, $14)
+             SELECT $1, $2, $3, $4, $5, r.user_id, $7, 'pending', $8, $9, $10, $11, $12, $13, $14
+             FROM r WHERE r.user_id IS NOT NULL
              ON CONFLICT (client_pk, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}),
          m AS (
-             INSERT INTO mailboxes (group_id, user_id, last_seq) SELECT group_id, $6, 1 FROM c WHERE $15
-             ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1 RETURNING last_seq),
+             INSERT INTO mailboxes (group_id, user_id, last_seq) SELECT group_id, user_id, 1 FROM c WHERE $15
+             ON CONFLICT (group_id, user_id) DO UPDATE SET last_seq = mailboxes.last_seq + 1
+             RETURNING last_seq, user_id),
          e AS (
              INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
-             SELECT $2, $6, $5, $1, 'command', $10, last_seq FROM m)
+             SELECT $2, m.user_id, $5, $1, 'command', $10, m.last_seq FROM m)
          SELECT {COLUMNS} FROM c"
     ))
     .bind(&new.id)
@@ -220,6 +230,7 @@ async fn create_postgres(state: &AppState, new: &NewCommand) -> ApiResult<Option
     .bind(&new.idempotency_key)
     .bind(&new.request_hash)
     .bind(new.to_mailbox)
+    .bind(find_user)
     .fetch_optional(&state.db.write)
     .await?;
     Ok(inserted)
