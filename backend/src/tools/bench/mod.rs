@@ -321,6 +321,7 @@ impl Ctx {
         // holds 10,000 long-polls: the per-address cap would refuse most of them.
         s.server.max_connections = 20_000;
         s.server.max_connections_per_ip = 20_000;
+        s.long_polls.max = 20_000;
         s.server_key = Some(Secret::new(
             base64::engine::general_purpose::STANDARD.encode(&self.server_key),
         ));
@@ -363,6 +364,7 @@ fn config_file(s: &Settings) -> serde_json::Value {
             "callback-signing-secrets": client.callback_signing_secrets.iter().map(|s| s.expose()).collect::<Vec<_>>(),
         }],
         "callbacks": { "retry-schedule": s.callbacks.retry_schedule, "jitter": s.callbacks.jitter },
+        "long-polls": { "max": s.long_polls.max },
         "generate-client-page": s.generate_client_page,
     });
     if let Some(key) = &s.server_key {
