@@ -251,7 +251,22 @@ impl Device {
         decision: Decision,
         data: Option<Value>,
     ) -> anyhow::Result<reqwest::Response> {
-        let body = serde_json::to_vec(&DeviceResponse { result: decision, data })?;
+        self.answer(
+            id,
+            &DeviceResponse {
+                result: decision,
+                reason: None,
+                number: None,
+                data,
+            },
+        )
+        .await
+    }
+
+    /// Sends a whole answer (a decline's reason, the number picked for number matching);
+    /// returns the raw answer so callers can see refusals.
+    pub async fn answer(&self, id: &CommandId, response: &DeviceResponse) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::to_vec(response)?;
         self.signed(reqwest::Method::POST, &format!("/commands/{id}/response"), body)
             .await
     }

@@ -209,7 +209,7 @@ impl UserId {
 
 /// Bidi controls (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069), zero-width characters
 /// (U+200B–U+200D, U+2060) and the byte-order mark (U+FEFF).
-fn is_invisible_format(c: char) -> bool {
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 

@@ -29,6 +29,17 @@ pub struct CreateCommand {
     /// Seconds until the command leaves history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifespan: Option<u32>,
+    /// The text the device shows with the request (CIBA's `binding_message`): 1–256
+    /// characters, no control characters (no line breaks) and no invisible or bidi formatting
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    pub binding_message: Option<String>,
+    /// Number matching: Hermod picks a 2-digit `number` for the client to show; the device
+    /// shows it among three choices and sends the one the user picked. A wrong pick declines
+    /// the command with reason `number_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_matching: Option<bool>,
 }
 
 /// A command as its client sees it.
@@ -64,6 +75,30 @@ pub struct CommandView {
     /// For `provision`: how the device enrols.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolment: Option<Enrolment>,
+    /// The 4-digit code the device shows too: the user checks that both screens show the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9]{4}$"))]
+    pub verification_code: Option<String>,
+    /// The text the device shows with the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_message: Option<String>,
+    /// With number matching: the number to show the user, who picks it on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 99))]
+    pub number: Option<u8>,
+    /// The animated QR code's token (in every frame, see `qr_start_secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_start_token: Option<String>,
+    /// Only in the answer to the create (and to its replay with the same `Idempotency-Key`):
+    /// the key of the animated QR code's frames,
+    /// `hermod.{qr_start_token}.{t}.{hex(HMAC-SHA256(qr_start_secret, decimal t))}` with `t` the
+    /// whole seconds since `created_at`. Never shown again, never in a callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_start_secret: Option<String>,
+    /// Why the command ended as it did, when a reason is known (a decline's reason,
+    /// `number_mismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::approval::OutcomeReason>,
 }
 
 /// How a device enrols for a `provision` command: open the deep link or scan the QR code.
@@ -91,6 +126,17 @@ pub struct MailboxCommand {
     pub created_at: String,
     /// The device must answer before this time.
     pub timeout_at: String,
+    /// The 4-digit code to show: the client's screen shows the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9]{4}$"))]
+    pub verification_code: Option<String>,
+    /// The text to show with the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_message: Option<String>,
+    /// With number matching: the three numbers to offer; the answer's `number` is the one the
+    /// user picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_choices: Option<Vec<u8>>,
 }
 
 /// What happened in a mailbox: a new command, or one the device may have shown was cancelled.
@@ -108,7 +154,21 @@ pub struct MailboxItem {
     /// Position in the mailbox; pass the page's `cursor` to get only what came after.
     pub seq: i64,
     pub kind: MailboxEventKind,
+    /// For `cancelled`: why the command was withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<WithdrawReason>,
     pub command: MailboxCommand,
+}
+
+/// Why a command left the mailbox before the device answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawReason {
+    /// Its client cancelled it.
+    CancelledByClient,
+    /// Another device of the user answered it first.
+    AnsweredElsewhere,
 }
 
 /// `GET /ms/mailbox?cursor=N&wait=S`.
@@ -137,6 +197,13 @@ pub enum Decision {
 #[serde(deny_unknown_fields)]
 pub struct DeviceResponse {
     pub result: Decision,
+    /// Why the user declined (only with `declined`; `user_declined` when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::approval::DeclineReason>,
+    /// With number matching: the number the user picked among the command's
+    /// `number_choices` (required to approve such a command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u8>,
     /// What the device returns to the client: a signature, a certificate, a public key…
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

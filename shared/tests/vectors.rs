@@ -64,3 +64,26 @@ fn canonical_strings_and_signatures() {
         signing::verify(&secret, &headers, method, path, body, timestamp, 300).unwrap();
     }
 }
+
+#[test]
+fn animated_qr_frames() {
+    let v = vectors();
+    for f in v["qr_frames"].as_array().unwrap() {
+        let frame = hermod_shared::approval::qr_frame(
+            f["prefix"].as_str().unwrap(),
+            f["qr_start_token"].as_str().unwrap(),
+            f["qr_start_secret"].as_str().unwrap(),
+            f["t"].as_u64().unwrap(),
+        );
+        assert_eq!(frame, f["frame"]);
+    }
+}
+
+#[test]
+fn verification_codes() {
+    let v = vectors();
+    for c in v["verification_codes"].as_array().unwrap() {
+        let x = hex::decode(c["challenge"].as_str().unwrap()).unwrap();
+        assert_eq!(hermod_shared::approval::verification_code(&x), c["code"]);
+    }
+}

@@ -2,6 +2,7 @@
 //! real callback receivers, simulated devices, and the `hermod` binary itself.
 
 mod admin;
+mod approval;
 mod bad_input;
 mod bench;
 mod callbacks;

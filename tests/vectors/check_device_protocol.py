@@ -189,6 +189,28 @@ def check_signed_requests(doc: dict, ring: dict[str, bytes]) -> int:
     return len(doc["signed_requests"])
 
 
+def check_qr_frames(doc: dict, ring: dict[str, bytes]) -> int:
+    # PROTOCOL.md, "Approval": {prefix}.{token}.{t}.{hex(HMAC-SHA256(key = secret as UTF-8, msg = decimal t))}
+    fields = {"prefix", "qr_start_token", "qr_start_secret", "t", "frame"}
+    for i, v in enumerate(doc["qr_frames"]):
+        check_fields(f"qr_frames[{i}]", v, fields)
+        t = str(v["t"])
+        if not TIMESTAMP_RE.fullmatch(t):
+            raise Mismatch(f"qr_frames[{i}]: t {t!r} is not unsigned decimal without leading zeros")
+        code = hmac.new(v["qr_start_secret"].encode("utf-8"), t.encode("ascii"), hashlib.sha256).hexdigest()
+        expect(f"qr_frames[{i}] frame", f"{v['prefix']}.{v['qr_start_token']}.{t}.{code}", v["frame"])
+    return len(doc["qr_frames"])
+
+
+def check_verification_codes(doc: dict, ring: dict[str, bytes]) -> int:
+    # PROTOCOL.md, "Approval": %04d of the big-endian integer of SHA-256(x)'s last two bytes, mod 10000.
+    for i, v in enumerate(doc["verification_codes"]):
+        check_fields(f"verification_codes[{i}]", v, {"challenge", "code"})
+        digest = hashlib.sha256(bytes.fromhex(v["challenge"])).digest()
+        expect(f"verification_codes[{i}] code", "%04d" % (int.from_bytes(digest[-2:], "big") % 10000), v["code"])
+    return len(doc["verification_codes"])
+
+
 def main(argv: list[str]) -> int:
     path = Path(argv[1]) if len(argv) > 1 else DEFAULT_VECTORS
     try:
@@ -200,7 +222,12 @@ def main(argv: list[str]) -> int:
     # Every top-level key must be handled here: either a section checked below or a
     # shared input. A new section makes the script fail until it is checked.
     inputs = {"description", "key_ring", "device_id", "command_id"}
-    sections = {"derivations": check_derivations, "signed_requests": check_signed_requests}
+    sections = {
+        "derivations": check_derivations,
+        "signed_requests": check_signed_requests,
+        "qr_frames": check_qr_frames,
+        "verification_codes": check_verification_codes,
+    }
     try:
         if not isinstance(doc, dict):
             raise Mismatch("top level is not an object")

@@ -23,7 +23,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, detail: &'static str) -> Self {
+    pub fn new(code: ErrorCode, detail: &'static str) -> Self {
         Self {
             code,
             detail: Some(detail),

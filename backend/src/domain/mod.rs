@@ -3,6 +3,7 @@
 //! store applies its verdicts, the HTTP layer turns its refusals into answers.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod callback;
 pub mod command;
 pub mod egress;

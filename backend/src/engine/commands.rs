@@ -8,12 +8,14 @@
 //!    └──────timeout────────────▶ expired          (all leave history at lifespan end)
 //! ```
 
+use hermod_shared::approval::OutcomeReason;
 use hermod_shared::wire::{CreateCommand, DeviceResponse, EnrolRequest, EnrolResponse};
 use hermod_shared::{CommandId, CommandType, DeviceId, ErrorCode, Lifetimes, UserId};
 use serde_json::json;
 use sqlx::AnyConnection;
 use std::time::Duration;
 
+use crate::domain::approval;
 use crate::domain::command::{self as rules, Recipient};
 use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::callbacks;
@@ -105,6 +107,17 @@ pub async fn create(
         ));
     }
     let recipient = rules::recipient(&command_type, req.device_id.as_ref(), req.user_id.as_ref())?;
+    let asked = approval::asked(is_provision, req.binding_message, req.number_matching)?;
+    let approval = (!is_provision).then(|| {
+        let draws = approval::Draws {
+            challenge: rand::random(),
+            qr_token: rand::random(),
+            qr_secret: rand::random(),
+            number: rand::random(),
+            choices: rand::random(),
+        };
+        serde_json::to_string(&approval::Approval::new(asked, draws)).expect("approval serialises")
+    });
 
     // Whom it is for: on SQLite checked on a reader thread, so the writer only writes (a
     // device revoked in between gets a command it can no longer fetch: its requests are
@@ -165,6 +178,7 @@ pub async fn create(
         idempotency_key: idempotency_key.map(str::to_owned),
         request_hash: request_hash.to_owned(),
         to_mailbox: !is_provision,
+        approval,
     };
     let inserted = match &state.db.sqlite {
         Some(writer) => writer.run(move |c| sqlite::create(c, &new)).await?,
@@ -201,8 +215,8 @@ async fn create_postgres(state: &AppState, new: &NewCommand, find_user: bool) ->
                          ELSE $6 END AS user_id),
          c AS (
              INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
-                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash)
-             SELECT $1, $2, $3, $4, $5, r.user_id, $7, 'pending', $8, $9, $10, $11, $12, $13, $14
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval)
+             SELECT $1, $2, $3, $4, $5, r.user_id, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $17
              FROM r WHERE r.user_id IS NOT NULL
              ON CONFLICT (client_pk, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}),
@@ -231,6 +245,7 @@ async fn create_postgres(state: &AppState, new: &NewCommand, find_user: bool) ->
     .bind(&new.request_hash)
     .bind(new.to_mailbox)
     .bind(find_user)
+    .bind(&new.approval)
     .fetch_optional(&state.db.write)
     .await?;
     Ok(inserted)
@@ -325,7 +340,7 @@ pub async fn cancel(state: &AppState, client: &Client, id: &str) -> ApiResult<Co
                 });
                 let Some(open) = open else { return Ok(None) };
                 let (row, queued) =
-                    sqlite::finish(c, &id, "cancelled", None, None, None, now)?.ok_or(ErrorCode::Internal)?;
+                    sqlite::finish(c, &id, "cancelled", sqlite::Ending::default(), now)?.ok_or(ErrorCode::Internal)?;
                 if !open.is_provision() {
                     let user = row.user_id.as_deref().ok_or(ErrorCode::Internal)?;
                     sqlite::append_mailbox(c, &row.group_id, user, row.device_id.as_deref(), &id, "cancelled", now)?;
@@ -396,27 +411,38 @@ pub async fn respond(
     body_hash: &str,
 ) -> ApiResult<CommandRow> {
     let now = now_ms();
-    let data = response.data.unwrap_or_else(|| json!({})).to_string();
+    let data = response.data.clone().unwrap_or_else(|| json!({})).to_string();
     if let Some(writer) = &state.db.sqlite {
         let (id, device, hash) = (id.to_owned(), device.clone(), body_hash.to_owned());
-        let decision = response.result;
         let (row, queued) = writer
             .run(move |c| {
                 let row = sqlite::command(c, &id)?
                     .filter(|r| r.group_id == device.group_id)
                     .ok_or(ErrorCode::CommandNotFound)?;
-                match rules::answer(&row.facts(), &device.id, &device.user_id, decision, &hash, now)? {
+                let outcome = approval::outcome(row.approval().and_then(|a| a.number), &response)?;
+                match rules::answer(&row.facts(), &device.id, &device.user_id, outcome.decision, &hash, now)? {
                     rules::Answer::Replay => Ok((row, None)),
                     rules::Answer::Final(status) => {
-                        let done =
-                            sqlite::finish(c, &id, status.as_str(), Some(&data), Some(&device.id), Some(&hash), now)?;
+                        let ending = sqlite::Ending {
+                            result: Some(&data),
+                            answered_by: Some(&device.id),
+                            response_hash: Some(&hash),
+                            reason: outcome.reason.map(OutcomeReason::as_str),
+                        };
+                        let done = sqlite::finish(c, &id, status.as_str(), ending, now)?;
                         let (row, queued) = done.ok_or(ErrorCode::Internal)?;
+                        if row.device_id.is_none() {
+                            // Withdrawn from the mailboxes of the user's other devices.
+                            let user = row.user_id.as_deref().ok_or(ErrorCode::Internal)?;
+                            sqlite::append_mailbox(c, &row.group_id, user, None, &id, "cancelled", now)?;
+                        }
                         Ok((row, Some(queued)))
                     }
                 }
             })
             .await?;
         if let Some(queued) = queued {
+            answered(state, &row);
             after_final(state, &row, queued);
         }
         return Ok(row);
@@ -428,11 +454,12 @@ pub async fn respond(
             .await?
             .filter(|r| r.group_id == device.group_id)
             .ok_or(ErrorCode::CommandNotFound)?;
+        let outcome = approval::outcome(row.approval().and_then(|a| a.number), &response)?;
         let status = match rules::answer(
             &row.facts(),
             &device.id,
             &device.user_id,
-            response.result,
+            outcome.decision,
             body_hash,
             now,
         )? {
@@ -440,7 +467,7 @@ pub async fn respond(
             rules::Answer::Final(status) => status,
         };
         let (answer_by, result) = (Some(device.id.as_str()), Some(data.as_str()));
-        let (event_type, event) = row.ended(status, result, answer_by, Some(body_hash), now);
+        let (event_type, event) = row.ended(status, result, answer_by, Some(body_hash), outcome.reason, now);
         // The callback event is claimed as it is written, for this replica's worker to deliver
         // at once (unless many already wait: then the worker finds it in the database).
         let claim_until = if state.handoff.accepting() {
@@ -455,12 +482,14 @@ pub async fn respond(
             result,
             answer_by,
             Some(body_hash),
+            outcome.reason,
             now,
             (&event_type, &event),
             claim_until,
         )
         .await?;
         if let Some(ended) = done {
+            answered(state, &ended.command);
             match ended.claimed {
                 Some(event) => {
                     state.metrics.finished(&ended.command.status);
@@ -472,6 +501,49 @@ pub async fn respond(
             return Ok(ended.command);
         }
     }
+}
+
+/// After a device's answer: the user's other devices learn the command was withdrawn, and a
+/// `not_me` decline is counted and written to the audit log.
+fn answered(state: &AppState, row: &CommandRow) {
+    if row.device_id.is_none() {
+        wake_mailbox(state, row);
+    }
+    if row.reason.as_deref() == Some(OutcomeReason::NotMe.as_str()) {
+        let (state, row) = (state.clone(), row.clone());
+        tokio::spawn(async move {
+            if let Err(e) = audit_not_me(&state, &row).await {
+                tracing::warn!(command_id = %row.id, error = %e, "could not write the not_me audit record");
+            }
+        });
+    }
+}
+
+/// A user said they started nothing: the tenant's audit log records it, with the command, the
+/// device and the user (no payload, no result).
+async fn audit_not_me(state: &AppState, row: &CommandRow) -> sqlx::Result<()> {
+    let mut tx = state.db.begin_write().await?;
+    let tenant_id: String = sqlx::query_scalar("SELECT tenant_id FROM clients WHERE id = $1")
+        .bind(&row.client_pk)
+        .fetch_one(&mut *tx)
+        .await?;
+    state
+        .metrics
+        .declined_not_me
+        .get_or_create(&crate::engine::metrics::TenantLabel {
+            tenant: tenant_id.clone(),
+        })
+        .inc();
+    crate::store::audit::Record {
+        tenant_id: &tenant_id,
+        actor: &format!("device:{}", row.answered_by.as_deref().unwrap_or("")),
+        action: "command.declined.not_me",
+        target: Some(&row.id),
+        detail: Some(json!({ "user_id": row.user_id, "type": row.command_type })),
+    }
+    .write(&mut tx, now_ms())
+    .await?;
+    tx.commit().await
 }
 
 fn after_final(state: &AppState, row: &CommandRow, callback_queued: bool) {

@@ -8,7 +8,8 @@
 //! numbers of one mailbox commit in order and a cursor can never pass one that commits later.
 //! (A global identity column hands out values in one order and commits them in another.)
 
-use hermod_shared::wire::{MailboxEventKind, MailboxItem, MailboxPage};
+use hermod_shared::wire::{MailboxEventKind, MailboxItem, MailboxPage, WithdrawReason};
+use hermod_shared::CommandStatus;
 use std::time::Duration;
 
 use crate::domain::error::ApiResult;
@@ -172,12 +173,20 @@ async fn read(
         .filter_map(|r| {
             let kind = match r.kind.as_str() {
                 "command" if !r.command.status_at(now).is_final() => MailboxEventKind::Command,
+                // A device does not hear that the command it answered itself was withdrawn.
+                "cancelled" if r.command.answered_by.as_deref() == Some(device.id.as_str()) => return None,
                 "cancelled" => MailboxEventKind::Cancelled,
                 _ => return None,
             };
+            // A command ended by an answer was withdrawn because another device answered it.
+            let reason = (kind == MailboxEventKind::Cancelled).then(|| match r.command.stored_status() {
+                CommandStatus::Approved | CommandStatus::Declined => WithdrawReason::AnsweredElsewhere,
+                _ => WithdrawReason::CancelledByClient,
+            });
             Some(MailboxItem {
                 seq: r.seq,
                 kind,
+                reason,
                 command: r.command.mailbox_command(),
             })
         })

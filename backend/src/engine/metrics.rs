@@ -15,6 +15,12 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// A tenant, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Every HTTP request the backend answered.
@@ -45,6 +51,8 @@ pub struct Metrics {
     pub auth_failures_admin: Counter,
     /// Reads tried once more after their database connection died under them.
     pub reads_retried: Counter,
+    /// Declines with reason `not_me` (a user says they started nothing), by tenant.
+    pub declined_not_me: Family<TenantLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -136,6 +144,15 @@ impl Default for Metrics {
                 "reads_retried",
                 "Reads tried once more after their database connection died under them",
             ),
+            declined_not_me: {
+                let f = Family::<TenantLabel, Counter>::default();
+                registry.register(
+                    "commands_declined_not_me",
+                    "Commands declined by a user who says they started nothing (reason not_me), by tenant",
+                    f.clone(),
+                );
+                f
+            },
             registry,
         }
     }

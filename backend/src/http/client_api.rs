@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hermod_shared::approval::current_qr_frame;
 use hermod_shared::enrolment;
 use hermod_shared::wire::{CommandView, CreateCommand, DeviceView};
 use hermod_shared::{sha256_hex, CommandId, CommandStatus, CommandType, ErrorCode, Problem};
@@ -34,7 +35,7 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
     request_body = CreateCommand,
     responses(
         (status = 201, description = "Created (or replayed for the same Idempotency-Key)", body = CommandView),
-        (status = 400, description = "Malformed JSON, unknown type, bad timeout/lifespan", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, unknown type, bad timeout/lifespan, a binding_message that cannot be shown as it is, or binding_message/number_matching on a provision", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid client credentials (`invalid_credentials`), or a disabled client", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such device or user in the client's group", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -71,11 +72,11 @@ pub async fn create(
     let request_hash = sha256_hex(&[command_type.as_str().as_bytes(), b"\n", &body].concat());
     let quota = tenants::take_command(&state.db, &client).await?;
     let (row, replayed) = commands::create(&state, &client, command_type, req, idempotency_key, &request_hash).await?;
-    let mut response = (
-        StatusCode::CREATED,
-        Json(row.view(now_ms(), Some((state.keys.current(), &state.public_url)))),
-    )
-        .into_response();
+    let mut view = row.view(now_ms(), Some((state.keys.current(), &state.public_url)));
+    // The QR code's secret is shown to its client here only (and again to a replay of this
+    // create), never in a read, a long-poll or a callback.
+    view.qr_start_secret = row.approval().map(|a| a.qr_secret);
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
     if let Some(quota) = quota {
         crate::http::error::insert_headers(response.headers_mut(), &quota.headers(1));
     }
@@ -96,7 +97,7 @@ pub async fn create(
 
 /// Behind the edge, names the devices whose mailbox just changed, so that the edge wakes their
 /// idle polls (`Hermod-Mailbox-Devices`; the edge keeps the header to itself).
-async fn tell_edge_mailboxes(
+pub(crate) async fn tell_edge_mailboxes(
     state: &AppState,
     row: &crate::store::commands::CommandRow,
     response: &mut Response,
@@ -181,14 +182,16 @@ pub async fn cancel(
     Ok(response)
 }
 
-/// The enrolment QR code (SVG) of an open `provision` command.
+/// The QR code (SVG) of an open command: for a `provision`, its enrolment link; for any other
+/// command, the animated QR code's current frame (`hermod.{qr_start_token}.{t}.{code}`, a new
+/// one every second; see `qr_start_secret`), for clients that do not draw it themselves.
 #[utoipa::path(
     get, path = "/command/{id}/qr", tag = "commands",
     params(("id" = String, Path)),
     responses(
         (status = 200, content_type = "image/svg+xml", body = String),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 410, description = "The command is no longer open", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The command is no longer open (for a provision: no longer pending)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("basic" = []))
 )]
@@ -199,19 +202,27 @@ pub async fn qr(
 ) -> ApiResult<Response> {
     let id = command_id(&id)?;
     let row = commands::get(&state, &client, id.as_str()).await?;
-    if row.command_type != CommandType::Provision.as_str() {
-        return Err(ApiError::new(
-            ErrorCode::CommandNotFound,
-            "only provision commands have a QR code",
-        ));
-    }
-    if row.status_at(now_ms()) != CommandStatus::Pending {
-        return Err(ErrorCode::CommandExpired.into());
-    }
-    let token = state.keys.current().issue_token(&id);
+    let now = now_ms();
+    let text = if row.command_type == CommandType::Provision.as_str() {
+        if row.status_at(now) != CommandStatus::Pending {
+            return Err(ErrorCode::CommandExpired.into());
+        }
+        let token = state.keys.current().issue_token(&id);
+        enrolment::deep_link(&state.public_url, &token)
+    } else {
+        let status = row.status_at(now);
+        if status.is_final() {
+            return Err(ApiError::new(
+                ErrorCode::CommandExpired,
+                format!("the command is {}: its QR code is gone", status.as_str()),
+            ));
+        }
+        let approval = row.approval().ok_or(ErrorCode::Internal)?;
+        current_qr_frame(&approval.qr_token, &approval.qr_secret, row.created_at, now)
+    };
     // `public-url` is bounded by the config's validation, so a deep link always fits; should
     // one not, the caller gets an error, never a panic.
-    let svg = enrolment::qr_svg(&enrolment::deep_link(&state.public_url, &token)).ok_or_else(|| {
+    let svg = enrolment::qr_svg(&text).ok_or_else(|| {
         tracing::error!("the enrolment link does not fit in a QR code: shorten public-url");
         ApiError::from(ErrorCode::Internal)
     })?;

@@ -3,6 +3,7 @@
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hermod_shared::wire::{DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted};
 use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
@@ -92,22 +93,29 @@ pub async fn mailbox(
 )]
 pub async fn respond(
     State(state): State<AppState>,
+    edge: Option<axum::Extension<crate::http::edge_channel::EdgeCaller>>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
-) -> ApiResult<Json<ResponseAccepted>> {
+) -> ApiResult<Response> {
     let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
     let response: DeviceResponse = extract::json(&headers, &body, false)?;
     let id = CommandId::parse(&id).ok_or(ErrorCode::CommandNotFound)?;
     let row = commands::respond(&state, &device, id.as_str(), response, &sha256_hex(&body)).await?;
     let now = now_ms();
-    Ok(Json(ResponseAccepted {
+    let mut answer = Json(ResponseAccepted {
         id,
         status: row.status_at(now),
         server_time: now,
-    }))
+    })
+    .into_response();
+    // Behind the edge, the user's other devices are woken to see the command withdrawn.
+    if edge.is_some() && row.device_id.is_none() {
+        crate::http::client_api::tell_edge_mailboxes(&state, &row, &mut answer).await?;
+    }
+    Ok(answer)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -5,10 +5,12 @@ use hermod_shared::wire::{rfc3339, CommandView, Enrolment, MailboxCommand};
 use hermod_shared::{CommandId, CommandStatus, CommandType, DeviceId, UserId};
 use serde_json::Value;
 
+use crate::domain::approval::Approval;
 use crate::domain::command as rules;
+use hermod_shared::approval::OutcomeReason;
 
 pub const COLUMNS: &str = "id, group_id, client_pk, type, device_id, user_id, payload, status, result, answered_by, \
-    response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash";
+    response_hash, timeout_secs, lifespan_secs, created_at, timeout_at, expires_at, completed_at, idempotency_key, request_hash, approval, reason";
 
 pub const OPEN: &str = "('pending', 'delivered')";
 
@@ -34,6 +36,10 @@ pub struct CommandRow {
     pub completed_at: Option<i64>,
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
+    /// [`Approval`] as JSON; `None` for a provision.
+    pub approval: Option<String>,
+    /// Why it ended as it did, when known ([`OutcomeReason`]'s name).
+    pub reason: Option<String>,
 }
 
 impl CommandRow {
@@ -58,6 +64,11 @@ impl CommandRow {
             answered_by: self.answered_by.as_deref(),
             response_hash: self.response_hash.as_deref(),
         }
+    }
+
+    /// What the command carries for the person confirming it.
+    pub fn approval(&self) -> Option<Approval> {
+        self.approval.as_deref().and_then(|a| serde_json::from_str(a).ok())
     }
 
     pub fn is_provision(&self) -> bool {
@@ -86,7 +97,15 @@ impl CommandRow {
                         token,
                     }
                 });
+        let approval = self.approval();
+        let approval = approval.as_ref();
         CommandView {
+            verification_code: approval.map(Approval::verification_code),
+            binding_message: approval.and_then(|a| a.binding_message.clone()),
+            number: approval.and_then(|a| a.number),
+            qr_start_token: approval.map(|a| a.qr_token.clone()),
+            qr_start_secret: None,
+            reason: self.reason.as_deref().and_then(OutcomeReason::parse),
             id: CommandId::parse(&self.id).expect("stored ids are valid"),
             command_type: self.command_type.clone(),
             status,
@@ -106,7 +125,12 @@ impl CommandRow {
     }
 
     pub fn mailbox_command(&self) -> MailboxCommand {
+        let approval = self.approval();
+        let approval = approval.as_ref();
         MailboxCommand {
+            verification_code: approval.map(Approval::verification_code),
+            binding_message: approval.and_then(|a| a.binding_message.clone()),
+            number_choices: approval.and_then(|a| a.choices).map(Vec::from),
             id: CommandId::parse(&self.id).expect("stored ids are valid"),
             command_type: self.command_type.clone(),
             payload: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
@@ -155,6 +179,7 @@ pub async fn finish(
     result: Option<&str>,
     answered_by: Option<&str>,
     response_hash: Option<&str>,
+    reason: Option<OutcomeReason>,
     now: i64,
     event: (&str, &str),
     claim_until: i64,
@@ -171,6 +196,7 @@ pub async fn finish(
         .bind(event.1)
         .bind(super::GONE)
         .bind(claim_until)
+        .bind(reason.map(OutcomeReason::as_str))
         .fetch_optional(&db.write)
         .await?;
     Ok(finished.map(|f| {
@@ -207,9 +233,18 @@ static FINISH_PG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH done AS (
              UPDATE commands SET status = $1, result = COALESCE($2, result), answered_by = COALESCE($3, answered_by),
-                 response_hash = COALESCE($4, response_hash), completed_at = $5
+                 response_hash = COALESCE($4, response_hash), completed_at = $5, reason = COALESCE($12, reason)
              WHERE id = $6 AND status IN {OPEN}
              RETURNING {COLUMNS}),
+         -- A command for a user is withdrawn from the mailboxes of the user's other devices.
+         m AS (
+             UPDATE mailboxes SET last_seq = mailboxes.last_seq + 1 FROM done
+             WHERE done.device_id IS NULL AND done.answered_by IS NOT NULL
+               AND mailboxes.group_id = done.group_id AND mailboxes.user_id = done.user_id
+             RETURNING mailboxes.last_seq),
+         me AS (
+             INSERT INTO mailbox_events (group_id, user_id, device_id, command_id, kind, created_at, mailbox_seq)
+             SELECT done.group_id, done.user_id, NULL, done.id, 'cancelled', $5, m.last_seq FROM done, m),
          ev AS (
              INSERT INTO callback_events (id, client_pk, command_id, event_type, payload, status, next_attempt_at, created_at,
                  last_error, claimed_until)
@@ -235,6 +270,7 @@ impl CommandRow {
         result: Option<&str>,
         answered_by: Option<&str>,
         response_hash: Option<&str>,
+        reason: Option<OutcomeReason>,
         now: i64,
     ) -> (String, String) {
         let mut ended = self.clone();
@@ -242,6 +278,7 @@ impl CommandRow {
         ended.result = result.map(str::to_owned).or(ended.result);
         ended.answered_by = answered_by.map(str::to_owned).or(ended.answered_by);
         ended.response_hash = response_hash.map(str::to_owned).or(ended.response_hash);
+        ended.reason = reason.map(|r| r.as_str().to_owned()).or(ended.reason);
         ended.completed_at = Some(now);
         let event = hermod_shared::wire::CallbackEvent {
             event_type: format!("command.{}", status.as_str()),

@@ -37,6 +37,8 @@ pub struct NewCommand {
     pub request_hash: String,
     /// Whether it goes to a mailbox (every type but `provision`).
     pub to_mailbox: bool,
+    /// Its approval material as JSON (`None` for a provision).
+    pub approval: Option<String>,
 }
 
 /// Writes a command and its mailbox event; `None` when another command holds its
@@ -45,8 +47,8 @@ pub fn create(c: &Connection, new: &NewCommand) -> Result<Option<CommandRow>, Ap
     let row = c
         .prepare_cached(&format!(
             "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
-                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (client_pk, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}"
         ))?
@@ -66,6 +68,7 @@ pub fn create(c: &Connection, new: &NewCommand) -> Result<Option<CommandRow>, Ap
                 new.now + new.lifespan_secs * 1000,
                 new.idempotency_key,
                 new.request_hash,
+                new.approval,
             ],
             command_row,
         )
@@ -154,27 +157,42 @@ pub fn command(c: &Connection, id: &str) -> rusqlite::Result<Option<CommandRow>>
         .optional()
 }
 
-/// Ends an open command in a final state written by `set` (an answer, a cancellation, the
-/// timeout), with its callback event; `None` when it was not open.
+/// How a command ends: its final status and what the answer (if any) wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ending<'a> {
+    pub result: Option<&'a str>,
+    pub answered_by: Option<&'a str>,
+    pub response_hash: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+/// Ends an open command in a final state (an answer, a cancellation, the timeout), with its
+/// callback event; `None` when it was not open.
 pub fn finish(
     c: &Connection,
     id: &str,
     status: &str,
-    result: Option<&str>,
-    answered_by: Option<&str>,
-    response_hash: Option<&str>,
+    ending: Ending<'_>,
     now: i64,
 ) -> rusqlite::Result<Option<(CommandRow, bool)>> {
     let row = c
         .prepare_cached(&format!(
             "UPDATE commands SET status = ?1, result = COALESCE(?2, result), answered_by = COALESCE(?3, answered_by),
-                 response_hash = COALESCE(?4, response_hash), completed_at = ?5
+                 response_hash = COALESCE(?4, response_hash), completed_at = ?5, reason = COALESCE(?7, reason)
              WHERE id = ?6 AND status IN {open}
              RETURNING {COLUMNS}",
             open = super::commands::OPEN
         ))?
         .query_row(
-            params![status, result, answered_by, response_hash, now, id],
+            params![
+                status,
+                ending.result,
+                ending.answered_by,
+                ending.response_hash,
+                now,
+                id,
+                ending.reason
+            ],
             command_row,
         )
         .optional()?;
@@ -230,7 +248,7 @@ pub fn sweep(
         .collect::<rusqlite::Result<_>>()?;
     let mut expired = Vec::with_capacity(ids.len());
     for id in ids {
-        expired.extend(finish(c, &id, "expired", None, None, None, now)?);
+        expired.extend(finish(c, &id, "expired", Ending::default(), now)?);
     }
     c.prepare_cached(forget)?.execute([now])?;
     c.prepare_cached(forget_nonces)?.execute([now])?;
@@ -386,6 +404,8 @@ impl OffsetRow<'_, '_> {
             completed_at: self.get(16)?,
             idempotency_key: self.get(17)?,
             request_hash: self.get(18)?,
+            approval: self.get(19)?,
+            reason: self.get(20)?,
         })
     }
 }

@@ -136,12 +136,16 @@ async fn create(State(floor): State<Arc<Floor>>, Path(kind): Path<String>, Json(
     mailbox.items.lock().expect("lock").push(MailboxItem {
         seq,
         kind: MailboxEventKind::Command,
+        reason: None,
         command: MailboxCommand {
             id: id.clone(),
             command_type: kind,
             payload,
             created_at: rfc3339(now),
             timeout_at: rfc3339(now + 120_000),
+            verification_code: None,
+            binding_message: None,
+            number_choices: None,
         },
     });
     mailbox.changed.send_modify(|v| *v += 1);
