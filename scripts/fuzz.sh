@@ -22,7 +22,7 @@ if [ "${1:-}" = cmin ]; then MODE=cmin; SECONDS_EACH=0; else SECONDS_EACH="${1:-
 shift || true
 ALL_TARGETS=(
   command_json device_response timestamps_nonces enrolment_link config_yaml
-  admin_bodies webhook_header edge_assertion client_credential key_ring
+  admin_bodies webhook_header edge_assertion client_credential key_ring qr_frame
 )
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 case "$SECONDS_EACH" in '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2 ;; esac

@@ -125,6 +125,21 @@ enum DeviceCommand {
         #[arg(long, default_value_t = 30)]
         wait: u32,
     },
+    /// Claim a command shown as a QR code ("log in on another device") with the frame's text,
+    /// as a camera would scan it, then answer it.
+    Claim {
+        #[arg(long, default_value = "device.json")]
+        state: PathBuf,
+        /// The frame, `hermod.{token}.{t}.{code}`.
+        #[arg(long)]
+        frame: String,
+        /// Decline (reason `user_declined`) instead of approving.
+        #[arg(long)]
+        decline: bool,
+        /// For number matching: the number the user picks among the command's choices.
+        #[arg(long)]
+        number: Option<u8>,
+    },
     /// Tell the server the device is alive.
     Lifesign {
         #[arg(long, default_value = "device.json")]
@@ -247,6 +262,46 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 device.state.user_id.as_str(),
                 state.display()
             );
+            Ok(())
+        }
+        DeviceCommand::Claim {
+            state,
+            frame,
+            decline,
+            number,
+        } => {
+            let device = Device::load(&state)?;
+            let answer = device.claim(&frame).await?;
+            if !answer.status().is_success() {
+                anyhow::bail!("the claim was refused: {}", answer.text().await?);
+            }
+            let claimed: hermod_shared::wire::ClaimAccepted = answer.json().await?;
+            let c = &claimed.command;
+            println!(
+                "claimed {} ({}); verification code {}{}",
+                c.id,
+                c.command_type,
+                c.verification_code.as_deref().unwrap_or("-"),
+                c.binding_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            if let (Some(choices), None, false) = (&c.number_choices, number, decline) {
+                anyhow::bail!("number matching: pass --number, one of {choices:?}, as the user would pick it");
+            }
+            let response = hermod_shared::wire::DeviceResponse {
+                result: if decline {
+                    Decision::Declined
+                } else {
+                    Decision::Approved
+                },
+                reason: None,
+                number: number.filter(|_| !decline),
+                data: None,
+            };
+            let answer = device.answer(&c.id, &response).await?;
+            println!("{} {}", answer.status().as_u16(), answer.text().await?);
             Ok(())
         }
         DeviceCommand::Lifesign { state } => {

@@ -73,6 +73,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Serve the `/generate-client` page.
     pub generate_client_page: bool,
+    /// Serve the `/demo` page, acting as this `allowed-clients` entry (off when unset).
+    pub demo_page_client: Option<String>,
     /// Extra CA certificates (PEM `.cer`) trusted for callbacks. Relative to the config file.
     pub cacerts: PathBuf,
 }
@@ -96,6 +98,7 @@ impl Default for Settings {
             server_key_file: None,
             max_body_bytes: 64 * 1024,
             generate_client_page: true,
+            demo_page_client: None,
             cacerts: PathBuf::from("cacerts"),
         }
     }
@@ -248,6 +251,9 @@ pub struct CommandSettings {
     pub max_wait: u32,
     /// How often (milliseconds) timed-out and ended commands are swept.
     pub sweep_interval_ms: u64,
+    /// How old (seconds) a QR frame may be when a device claims a command with it: a frame
+    /// changes every second, so a few seconds cover scanning and sending, not a relayed image.
+    pub qr_max_age: u32,
 }
 
 impl Default for CommandSettings {
@@ -257,6 +263,7 @@ impl Default for CommandSettings {
             default_lifespan: 86_400,
             max_wait: 60,
             sweep_interval_ms: 1000,
+            qr_max_age: 5,
         }
     }
 }
@@ -536,6 +543,12 @@ impl Settings {
         hermod_shared::Lifetimes::new(self.commands.default_timeout, self.commands.default_lifespan).map_err(|_| {
             anyhow::anyhow!("commands.default-timeout must be positive and less than commands.default-lifespan")
         })?;
+        if let Some(demo) = &self.demo_page_client {
+            anyhow::ensure!(
+                self.allowed_clients.iter().any(|c| &c.client_id == demo),
+                "demo-page-client: {demo} is not an allowed-clients entry"
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for c in &self.allowed_clients {
             anyhow::ensure!(
@@ -607,6 +620,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=3600).contains(&self.commands.max_wait),
             "commands.max-wait must be 1 to 3600 seconds"
+        );
+        anyhow::ensure!(
+            self.commands.qr_max_age <= 60,
+            "commands.qr-max-age must be 0 to 60 seconds"
         );
         anyhow::ensure!(
             (10..=60_000).contains(&self.commands.sweep_interval_ms),
@@ -731,6 +748,20 @@ allowed-clients:
             shown.contains("idm.example") && shown.contains("127.0.0.1/hermod"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_demo_page_acts_as_a_configured_client_and_claims_take_a_bounded_age() {
+        let with = |extra: &str| Settings::from_yaml(&format!("{EVERY_SECRET}{extra}"));
+        assert_eq!(with("").unwrap().demo_page_client, None, "off unless named");
+        assert_eq!(
+            with("demo-page-client: idm\n").unwrap().demo_page_client.as_deref(),
+            Some("idm")
+        );
+        let err = with("demo-page-client: nobody\n").unwrap_err().to_string();
+        assert!(err.contains("demo-page-client"), "{err}");
+        assert_eq!(with("").unwrap().commands.qr_max_age, 5);
+        assert!(with("commands:\n  qr-max-age: 61\n").is_err());
     }
 
     #[test]

@@ -271,6 +271,15 @@ impl Device {
             .await
     }
 
+    /// Claims a command created for nobody with a frame of its QR code, as scanned; returns the
+    /// raw answer (200 with the command, or a refusal).
+    pub async fn claim(&self, frame: &str) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::to_vec(&hermod_shared::wire::ClaimRequest {
+            frame: frame.to_owned(),
+        })?;
+        self.signed(reqwest::Method::POST, "/claim", body).await
+    }
+
     /// Tells the server the device is alive; returns its answer.
     pub async fn lifesign(&self) -> anyhow::Result<Value> {
         let response = self.signed(reqwest::Method::POST, "/lifesign", Vec::new()).await?;

@@ -70,7 +70,13 @@ pub fn verify_frame(
     if prefix != QR_PREFIX || frame_token != token {
         return Err(FrameRefusal::Foreign);
     }
-    let t: u64 = t.parse().map_err(|_| FrameRefusal::Forged)?;
+    // One spelling per frame: `t` in decimal without sign or leading zero, the code in 64
+    // lowercase hex digits (as the frame function writes them).
+    let t = crate::parse_unix_seconds(t).ok_or(FrameRefusal::Forged)? as u64;
+    let lowercase_hex = code.len() == 64 && code.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !lowercase_hex {
+        return Err(FrameRefusal::Forged);
+    }
     let code = hex::decode(code).map_err(|_| FrameRefusal::Forged)?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(t.to_string().as_bytes());
@@ -247,6 +253,23 @@ mod tests {
         );
         assert_eq!(
             verify_frame(&frame, "tok", "guess", created, created + 3_500, 2),
+            Err(FrameRefusal::Forged)
+        );
+        // The same frame spelt otherwise is not the frame.
+        let (head, code) = frame.rsplit_once('.').unwrap();
+        let upper = format!("{head}.{}", code.to_uppercase());
+        assert_eq!(
+            verify_frame(&upper, "tok", "sec", created, created + 3_500, 2),
+            Err(FrameRefusal::Forged)
+        );
+        let padded = frame.replace(".3.", ".03.");
+        assert_eq!(
+            verify_frame(&padded, "tok", "sec", created, created + 3_500, 2),
+            Err(FrameRefusal::Forged)
+        );
+        let signed = frame.replace(".3.", ".+3.");
+        assert_eq!(
+            verify_frame(&signed, "tok", "sec", created, created + 3_500, 2),
             Err(FrameRefusal::Forged)
         );
         let bankid = qr_frame("bankid", "tok", "sec", 3);

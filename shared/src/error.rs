@@ -27,6 +27,15 @@ pub enum ErrorCode {
     CommandCancelled,
     CommandExpired,
     IdempotencyConflict,
+    /// A claim's QR frame is not a frame of Hermod's, or its code was not made by the command's
+    /// secret.
+    InvalidQrFrame,
+    /// A genuine QR frame, older than `commands.qr-max-age` (a screenshot, a relayed image).
+    QrFrameStale,
+    /// No command of the device's group waiting to be claimed has this frame's token.
+    QrFrameUnknown,
+    /// Another device claimed the command first.
+    AlreadyClaimed,
     NotFound,
     MethodNotAllowed,
     RateLimited,
@@ -43,7 +52,9 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedJson | InvalidRequest | UnknownCommandType | InvalidLifetimes => 400,
+            MalformedJson | InvalidRequest | UnknownCommandType | InvalidLifetimes | InvalidQrFrame | QrFrameStale => {
+                400
+            }
             InvalidCredentials
             | InvalidSignature
             | StaleRequest
@@ -51,9 +62,9 @@ impl ErrorCode {
             | InvalidEnrolmentToken
             | InvalidEdgeAssertion => 401,
             NotAddressedToDevice | Forbidden => 403,
-            CommandNotFound | DeviceNotFound | UserHasNoDevice | NotFound => 404,
+            CommandNotFound | DeviceNotFound | UserHasNoDevice | QrFrameUnknown | NotFound => 404,
             MethodNotAllowed => 405,
-            AlreadyAnswered | CommandCancelled | Conflict => 409,
+            AlreadyAnswered | CommandCancelled | AlreadyClaimed | Conflict => 409,
             CommandExpired => 410,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -87,6 +98,10 @@ impl ErrorCode {
             CommandCancelled => "command_cancelled",
             CommandExpired => "command_expired",
             IdempotencyConflict => "idempotency_conflict",
+            InvalidQrFrame => "invalid_qr_frame",
+            QrFrameStale => "qr_frame_stale",
+            QrFrameUnknown => "qr_frame_unknown",
+            AlreadyClaimed => "already_claimed",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             RateLimited => "rate_limited",
@@ -122,6 +137,10 @@ impl ErrorCode {
             CommandCancelled => "The command was cancelled",
             CommandExpired => "The command expired",
             IdempotencyConflict => "The Idempotency-Key was used with a different request",
+            InvalidQrFrame => "This is not a genuine QR frame of the command",
+            QrFrameStale => "The QR frame is too old: scan the code on the screen again",
+            QrFrameUnknown => "No command waiting to be claimed has this QR code",
+            AlreadyClaimed => "Another device claimed this command first",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             RateLimited => "Too many requests",

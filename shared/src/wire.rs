@@ -182,6 +182,24 @@ pub struct MailboxPage {
     pub server_time: i64,
 }
 
+/// `POST /ms/claim`: a frame of a command's animated QR code, as the device scanned it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// `hermod.{qr_start_token}.{t}.{code}`, exactly as the QR code holds it.
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    pub frame: String,
+}
+
+/// The claimed command, now in the device's mailbox too: show it and answer it as any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClaimAccepted {
+    pub command: MailboxCommand,
+    pub server_time: i64,
+}
+
 /// The device's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -4,7 +4,7 @@
 use crate::harness::*;
 use hermod_shared::approval::{qr_frame, DeclineReason, OutcomeReason, QR_PREFIX};
 use hermod_shared::enrolment::qr_svg;
-use hermod_shared::wire::{Decision, DeviceResponse, MailboxEventKind, WithdrawReason};
+use hermod_shared::wire::{ClaimAccepted, Decision, DeviceResponse, MailboxEventKind, WithdrawReason};
 use hermod_shared::CommandId;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -332,4 +332,209 @@ async fn text_for_the_device_is_bounded_and_printable_and_provision_takes_none()
         )
         .await;
     assert_eq!(ok["binding_message"].as_str().unwrap().chars().count(), 256);
+}
+
+/// The frame the client's screen shows now: the QR code it serves, matched against the
+/// command's frames (what a camera would read).
+async fn scanned_frame(app: &TestApp, creds: &Creds, created: &Value) -> String {
+    let (id, token, secret) = (
+        created["id"].as_str().unwrap(),
+        created["qr_start_token"].as_str().unwrap(),
+        created["qr_start_secret"].as_str().unwrap(),
+    );
+    let svg = app
+        .http
+        .get(format!("{}/command/{id}/qr", app.base))
+        .header("x-api-key", creds.0.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (0..60)
+        .map(|t| qr_frame(QR_PREFIX, token, secret, t))
+        .find(|f| qr_svg(f).as_deref() == Some(svg.as_str()))
+        .expect("the screen shows one of the command's frames")
+}
+
+async fn refused(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status, "{code}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], code);
+}
+
+#[tokio::test]
+async fn a_command_for_nobody_is_claimed_once_by_a_device_that_scans_a_current_frame() {
+    // Frames stay claimable for 30 s here, so a slow machine does not turn a fresh frame stale.
+    let app = TestApp::start_with(|s| s.commands.qr_max_age = 30).await;
+    let idm = Creds::idm();
+    let phone = app.enrol(&idm, "hanna").await;
+    let tablet = app.enrol(&idm, "ivan").await;
+    let outsider = {
+        // A device of another group.
+        let created = app
+            .create_ok(&Creds::other(), "provision", json!({ "user_id": "olga" }))
+            .await;
+        hermod_device::Device::enrol(created["enrolment"]["link"].as_str().unwrap(), None, None)
+            .await
+            .unwrap()
+    };
+
+    let created = app
+        .create_ok(
+            &idm,
+            "authenticate",
+            json!({ "binding_message": "Log in at the kiosk" }),
+        )
+        .await;
+    assert!(
+        created["user_id"].is_null() && created["device_id"].is_null(),
+        "{created}"
+    );
+    let id = created["id"].as_str().unwrap();
+    let token = created["qr_start_token"].as_str().unwrap();
+    let frame = scanned_frame(&app, &idm, &created).await;
+
+    // Refused, each with nothing changed: not a frame, a forged code, a frame of a command
+    // addressed to a user, a frame of another group's command, a stale frame.
+    let addressed = app.create_ok(&idm, "authenticate", json!({ "user_id": "hanna" })).await;
+    let foreign_group = app.create_ok(&Creds::other(), "authenticate", json!({})).await;
+    let stale = app.create_ok(&idm, "sign", json!({})).await;
+    sqlx::query("UPDATE commands SET created_at = created_at - 60000 WHERE id = $1")
+        .bind(stale["id"].as_str().unwrap())
+        .execute(&app.state.db.write)
+        .await
+        .unwrap();
+    let frame_of = |c: &Value, t: u64| {
+        qr_frame(
+            QR_PREFIX,
+            c["qr_start_token"].as_str().unwrap(),
+            c["qr_start_secret"].as_str().unwrap(),
+            t,
+        )
+    };
+    let before = snapshot(&app).await;
+    refused(phone.claim("hello").await.unwrap(), 400, "invalid_qr_frame").await;
+    let (head, _) = frame.rsplit_once('.').unwrap();
+    refused(
+        phone.claim(&format!("{head}.{}", "00".repeat(32))).await.unwrap(),
+        400,
+        "invalid_qr_frame",
+    )
+    .await;
+    refused(
+        phone.claim(&frame_of(&addressed, 0)).await.unwrap(),
+        404,
+        "qr_frame_unknown",
+    )
+    .await;
+    refused(outsider.claim(&frame).await.unwrap(), 404, "qr_frame_unknown").await;
+    refused(
+        phone.claim(&frame_of(&foreign_group, 0)).await.unwrap(),
+        404,
+        "qr_frame_unknown",
+    )
+    .await;
+    refused(phone.claim(&frame_of(&stale, 0)).await.unwrap(), 400, "qr_frame_stale").await;
+    assert_eq!(snapshot(&app).await, before, "refused claims change nothing");
+
+    // The first claim wins; the same device claiming again gets the same answer; another
+    // device is refused.
+    let won = phone.claim(&frame).await.unwrap();
+    assert_eq!(won.status(), 200);
+    let claimed: ClaimAccepted = won.json().await.unwrap();
+    assert_eq!(claimed.command.id.as_str(), id);
+    assert_eq!(
+        claimed.command.verification_code.as_deref(),
+        created["verification_code"].as_str()
+    );
+    assert_eq!(claimed.command.binding_message.as_deref(), Some("Log in at the kiosk"));
+    let again = phone.claim(&frame).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let current = scanned_frame(&app, &idm, &created).await;
+    assert!(current.starts_with(&format!("{QR_PREFIX}.{token}.")));
+    let before = snapshot(&app).await;
+    refused(tablet.claim(&current).await.unwrap(), 409, "already_claimed").await;
+    assert_eq!(snapshot(&app).await, before);
+
+    // Its client sees who claimed it; the answer's callback names the device and the user.
+    let (_, read) = app.get(&idm, &format!("/command/{id}")).await;
+    assert_eq!(read["status"], "delivered");
+    assert_eq!(read["device_id"], phone.state.device_id.as_str());
+    assert_eq!(read["user_id"], "hanna");
+    let r = phone
+        .respond(&claimed.command.id, Decision::Approved, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cb = app.receiver.callback_for(id).await;
+    let event = cb.event();
+    assert_eq!(event.event_type, "command.approved");
+    assert_eq!(event.data.device_id.as_ref(), Some(&phone.state.device_id));
+    assert_eq!(event.data.user_id.as_ref().map(|u| u.as_str()), Some("hanna"));
+    // Once answered, its QR code is gone and nobody claims it.
+    refused(tablet.claim(&current).await.unwrap(), 409, "already_claimed").await;
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_when_configured_and_follows_only_its_own_commands() {
+    let off = TestApp::start().await;
+    let r = off.http.get(format!("{}/demo", off.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404, "off unless demo-page-client is set");
+
+    let app = TestApp::start_with(|s| s.demo_page_client = Some("idm".into())).await;
+    let page = app.http.get(format!("{}/demo", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'self'"));
+    let started: Value = app
+        .http
+        .post(format!("{}/demo/login", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap();
+    assert!(
+        started.get("qr_start_secret").is_none(),
+        "the page never gets the QR secret"
+    );
+    let (_, read) = app.get(&Creds::idm(), &format!("/command/{id}")).await;
+    assert_eq!(read["verification_code"], started["verification_code"]);
+    assert_eq!(read["binding_message"], "Log in to the Hermod demo");
+    assert!(read["user_id"].is_null(), "a login for whoever claims it");
+    let svg = app
+        .http
+        .get(format!("{}/demo/commands/{id}/qr", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+
+    // Another client's command is not the page's to follow.
+    let foreign = app.create_ok(&Creds::da(), "sign", json!({})).await;
+    let r = app
+        .http
+        .get(format!(
+            "{}/demo/commands/{}",
+            app.base,
+            foreign["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .http
+        .post(format!("{}/demo/enrol", app.base))
+        .json(&json!({ "user_id": "bad\u{202E}user" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

@@ -382,8 +382,8 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             "invalid_request",
         ),
         (
-            "no target",
-            create("authenticate", Some(&idm), "application/json", json_body(json!({}))),
+            "a provision for nobody (a command for nobody is claimed by QR; a provision enrols a user's device)",
+            create("provision", Some(&idm), "application/json", json_body(json!({}))),
             400,
             "invalid_request",
         ),

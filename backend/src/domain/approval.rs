@@ -89,6 +89,14 @@ impl Approval {
     }
 }
 
+/// What a claim's frame that does not verify answers.
+pub fn frame_refused(refusal: shared::FrameRefusal) -> Refusal {
+    match refusal {
+        shared::FrameRefusal::Foreign | shared::FrameRefusal::Forged => ErrorCode::InvalidQrFrame.into(),
+        shared::FrameRefusal::Stale => ErrorCode::QrFrameStale.into(),
+    }
+}
+
 /// How a device's answer ends a command: its status and, where known, why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {

@@ -54,10 +54,14 @@ pub enum Recipient {
     Device(DeviceId),
     /// Every device of a user; for `provision`, the user a new device is enrolled for.
     User(UserId),
+    /// Nobody yet: the first device of the group that scans a current frame of the command's
+    /// QR code claims it ("log in on another device").
+    Claimable,
 }
 
-/// Checks whom a create request names: exactly one of a device and a user, and a user for a
-/// `provision` (it enrols a device that does not exist yet).
+/// Checks whom a create request names: at most one of a device and a user (neither: the command
+/// is claimed by QR code), and a user for a `provision` (it enrols a device that does not exist
+/// yet).
 pub fn recipient(
     command_type: &CommandType,
     device_id: Option<&DeviceId>,
@@ -69,7 +73,11 @@ pub fn recipient(
             ErrorCode::InvalidRequest,
             "give device_id or user_id, not both",
         )),
-        (None, None) => Err(Refusal::new(ErrorCode::InvalidRequest, "give device_id or user_id")),
+        (None, None) if provision => Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            "a provision command takes user_id: it enrols a device for that user",
+        )),
+        (None, None) => Ok(Recipient::Claimable),
         (Some(_), None) if provision => Err(Refusal::new(
             ErrorCode::InvalidRequest,
             "a provision command takes user_id: it enrols a new device",
@@ -147,6 +155,33 @@ pub fn answer(
             Decision::Approved => CommandStatus::Approved,
             Decision::Declined => CommandStatus::Declined,
         })),
+    }
+}
+
+/// What a device's claim of a command created for nobody does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The command becomes the device's (and its user's), delivered to it.
+    Claim,
+    /// The same device claimed it already: the same answer again, nothing changes.
+    Replay,
+}
+
+/// Judges a claim at `now` by a device, once its frame verified: only an open command for
+/// nobody can be claimed, once.
+pub fn claim(command: &Facts<'_>, device_id: &str, now: i64) -> Result<Claim, Refusal> {
+    match status_at(command.status, command.timeout_at, now) {
+        CommandStatus::Expired => return Err(ErrorCode::CommandExpired.into()),
+        CommandStatus::Cancelled => return Err(ErrorCode::CommandCancelled.into()),
+        CommandStatus::Approved | CommandStatus::Declined if command.device_id.is_none() => {
+            return Err(ErrorCode::AlreadyAnswered.into())
+        }
+        _ => {}
+    }
+    match command.device_id {
+        None => Ok(Claim::Claim),
+        Some(d) if d == device_id => Ok(Claim::Replay),
+        Some(_) => Err(ErrorCode::AlreadyClaimed.into()),
     }
 }
 
@@ -363,6 +398,30 @@ mod tests {
     }
 
     #[test]
+    fn a_command_for_nobody_is_claimed_once() {
+        let mut facts = Facts {
+            provision: false,
+            device_id: None,
+            user_id: None,
+            status: CommandStatus::Pending,
+            timeout_at: 10,
+            answered_by: None,
+            response_hash: None,
+        };
+        assert_eq!(claim(&facts, "d1", 5), Ok(Claim::Claim));
+        assert_eq!(claim(&facts, "d1", 10), Err(Refusal::from(ErrorCode::CommandExpired)));
+        facts.device_id = Some("d1");
+        facts.user_id = Some("alice");
+        facts.status = CommandStatus::Delivered;
+        assert_eq!(claim(&facts, "d1", 5), Ok(Claim::Replay));
+        assert_eq!(claim(&facts, "d2", 5), Err(Refusal::from(ErrorCode::AlreadyClaimed)));
+        facts.status = CommandStatus::Approved;
+        assert_eq!(claim(&facts, "d2", 5), Err(Refusal::from(ErrorCode::AlreadyClaimed)));
+        facts.status = CommandStatus::Cancelled;
+        assert_eq!(claim(&facts, "d1", 5), Err(Refusal::from(ErrorCode::CommandCancelled)));
+    }
+
+    #[test]
     fn create_requests_name_exactly_one_recipient() {
         let d = DeviceId::from_random([1; 16]);
         let u = UserId::parse("alice").unwrap();
@@ -370,7 +429,8 @@ mod tests {
         assert_eq!(recipient(&ping, Some(&d), None), Ok(Recipient::Device(d.clone())));
         assert_eq!(recipient(&ping, None, Some(&u)), Ok(Recipient::User(u.clone())));
         assert!(recipient(&ping, Some(&d), Some(&u)).is_err());
-        assert!(recipient(&ping, None, None).is_err());
+        assert_eq!(recipient(&ping, None, None), Ok(Recipient::Claimable));
+        assert!(recipient(&CommandType::Provision, None, None).is_err());
         assert!(recipient(&CommandType::Provision, Some(&d), None).is_err());
         assert_eq!(payload(None).unwrap(), serde_json::json!({}));
         assert!(payload(Some(serde_json::json!([1]))).is_err());

@@ -116,25 +116,32 @@ pub async fn create(
             number: rand::random(),
             choices: rand::random(),
         };
-        serde_json::to_string(&approval::Approval::new(asked, draws)).expect("approval serialises")
+        approval::Approval::new(asked, draws)
     });
+    let claim_token = match (&recipient, &approval) {
+        (Recipient::Claimable, Some(a)) => Some(a.qr_token.clone()),
+        _ => None,
+    };
+    let approval = approval.map(|a| serde_json::to_string(&a).expect("approval serialises"));
 
     // Whom it is for: on SQLite checked on a reader thread, so the writer only writes (a
     // device revoked in between gets a command it can no longer fetch: its requests are
     // refused); on PostgreSQL the create's own statement finds the device's user.
     let mut find_user = false;
-    let user_id: String = match &recipient {
+    let user_id: Option<String> = match &recipient {
         Recipient::Device(device) => match &state.db.sqlite_read {
             Some(readers) => {
                 let (device, group) = (device.as_str().to_owned(), client.group_id.clone());
-                readers
-                    .run(move |c| Ok(sqlite::device_user(c, &device, &group)?))
-                    .await?
-                    .ok_or(ErrorCode::DeviceNotFound)?
+                Some(
+                    readers
+                        .run(move |c| Ok(sqlite::device_user(c, &device, &group)?))
+                        .await?
+                        .ok_or(ErrorCode::DeviceNotFound)?,
+                )
             }
             None => {
                 find_user = true;
-                String::new()
+                None
             }
         },
         Recipient::User(user) => {
@@ -159,8 +166,9 @@ pub async fn create(
                     return Err(ErrorCode::UserHasNoDevice.into());
                 }
             }
-            user.as_str().to_owned()
+            Some(user.as_str().to_owned())
         }
+        Recipient::Claimable => None,
     };
     let now = now_ms();
     let id = CommandId::from_random(rand::random());
@@ -177,8 +185,9 @@ pub async fn create(
         now,
         idempotency_key: idempotency_key.map(str::to_owned),
         request_hash: request_hash.to_owned(),
-        to_mailbox: !is_provision,
+        to_mailbox: !is_provision && recipient != Recipient::Claimable,
         approval,
+        claim_token,
     };
     let inserted = match &state.db.sqlite {
         Some(writer) => writer.run(move |c| sqlite::create(c, &new)).await?,
@@ -215,9 +224,10 @@ async fn create_postgres(state: &AppState, new: &NewCommand, find_user: bool) ->
                          ELSE $6 END AS user_id),
          c AS (
              INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
-                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval)
-             SELECT $1, $2, $3, $4, $5, r.user_id, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $17
-             FROM r WHERE r.user_id IS NOT NULL
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval,
+                 claim_token)
+             SELECT $1, $2, $3, $4, $5, r.user_id, $7, 'pending', $8, $9, $10, $11, $12, $13, $14, $17, $18
+             FROM r WHERE r.user_id IS NOT NULL OR $18 IS NOT NULL
              ON CONFLICT (client_pk, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}),
          m AS (
@@ -246,6 +256,7 @@ async fn create_postgres(state: &AppState, new: &NewCommand, find_user: bool) ->
     .bind(new.to_mailbox)
     .bind(find_user)
     .bind(&new.approval)
+    .bind(&new.claim_token)
     .fetch_optional(&state.db.write)
     .await?;
     Ok(inserted)
@@ -501,6 +512,68 @@ pub async fn respond(
             return Ok(ended.command);
         }
     }
+}
+
+/// A device claims a command created for nobody with a frame of its animated QR code: a frame
+/// of that command's, at most `commands.qr-max-age` seconds old. The first claim wins; the
+/// command becomes the device's and its user's, delivered to it and in its mailbox. The same
+/// device claiming again gets the same answer.
+pub async fn claim(state: &AppState, device: &DeviceRow, frame: &str) -> ApiResult<CommandRow> {
+    let token = hermod_shared::approval::frame_token(frame)
+        .ok_or(ErrorCode::InvalidQrFrame)?
+        .to_owned();
+    let max_age = u64::from(state.settings.commands.qr_max_age);
+    let now = now_ms();
+    let judge = {
+        let (frame, device_id) = (frame.to_owned(), device.id.clone());
+        move |row: &CommandRow| -> ApiResult<rules::Claim> {
+            let a = row.approval().ok_or(ErrorCode::Internal)?;
+            hermod_shared::approval::verify_frame(&frame, &a.qr_token, &a.qr_secret, row.created_at, now, max_age)
+                .map_err(approval::frame_refused)?;
+            Ok(rules::claim(&row.facts(), &device_id, now)?)
+        }
+    };
+    let row = if let Some(writer) = &state.db.sqlite {
+        let device = device.clone();
+        writer
+            .run(move |c| {
+                let row = sqlite::claimable(c, &token, &device.group_id)?.ok_or(ErrorCode::QrFrameUnknown)?;
+                match judge(&row)? {
+                    rules::Claim::Replay => Ok(row),
+                    rules::Claim::Claim => {
+                        Ok(sqlite::claim(c, &row.id, &device.id, &device.user_id, now)?.ok_or(ErrorCode::Internal)?)
+                    }
+                }
+            })
+            .await?
+    } else {
+        let mut tx = state.db.begin_write().await?;
+        let row = crate::store::commands::claimable_for_update(&mut tx, &token, &device.group_id)
+            .await?
+            .ok_or(ErrorCode::QrFrameUnknown)?;
+        match judge(&row)? {
+            rules::Claim::Replay => row,
+            rules::Claim::Claim => {
+                let row = crate::store::commands::claim(&mut tx, &row.id, &device.id, &device.user_id, now)
+                    .await?
+                    .ok_or(ErrorCode::Internal)?;
+                crate::store::mailbox::append(
+                    &mut tx,
+                    &row.group_id,
+                    &device.user_id,
+                    Some(&device.id),
+                    &row.id,
+                    crate::store::mailbox::Kind::Command,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                row
+            }
+        }
+    };
+    state.wakeups.wake(&wake::command_key(&row.id));
+    Ok(row)
 }
 
 /// After a device's answer: the user's other devices learn the command was withdrawn, and a

@@ -202,11 +202,25 @@ pub async fn qr(
 ) -> ApiResult<Response> {
     let id = command_id(&id)?;
     let row = commands::get(&state, &client, id.as_str()).await?;
-    let now = now_ms();
-    let text = if row.command_type == CommandType::Provision.as_str() {
+    let svg = qr_code(&state, &row, now_ms())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// The QR code (SVG) a command shows at `now`: a `provision`'s enrolment link while pending,
+/// any other command's current animated frame while open.
+pub(crate) fn qr_code(state: &AppState, row: &crate::store::commands::CommandRow, now: i64) -> ApiResult<String> {
+    let text = if row.is_provision() {
         if row.status_at(now) != CommandStatus::Pending {
             return Err(ErrorCode::CommandExpired.into());
         }
+        let id = command_id(&row.id)?;
         let token = state.keys.current().issue_token(&id);
         enrolment::deep_link(&state.public_url, &token)
     } else {
@@ -222,18 +236,10 @@ pub async fn qr(
     };
     // `public-url` is bounded by the config's validation, so a deep link always fits; should
     // one not, the caller gets an error, never a panic.
-    let svg = enrolment::qr_svg(&text).ok_or_else(|| {
+    enrolment::qr_svg(&text).ok_or_else(|| {
         tracing::error!("the enrolment link does not fit in a QR code: shorten public-url");
         ApiError::from(ErrorCode::Internal)
-    })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        svg,
-    )
-        .into_response())
+    })
 }
 
 /// A device of the client's group, with when it was last seen.

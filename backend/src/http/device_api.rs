@@ -5,7 +5,9 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hermod_shared::wire::{DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted};
+use hermod_shared::wire::{
+    ClaimAccepted, ClaimRequest, DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted,
+};
 use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +118,43 @@ pub async fn respond(
         crate::http::client_api::tell_edge_mailboxes(&state, &row, &mut answer).await?;
     }
     Ok(answer)
+}
+
+/// Claim a command created for nobody ("log in on another device") with a frame of its
+/// animated QR code, scanned from the client's screen: a frame at most `commands.qr-max-age`
+/// seconds old (5 by default). The first device to claim it gets it (the command is then
+/// delivered to it and in its mailbox; its client sees the device and user); the same device
+/// claiming again gets the same answer.
+#[utoipa::path(
+    post, path = "/ms/claim", tag = "device",
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, body = ClaimAccepted),
+        (status = 400, description = "Not a genuine frame of the command (`invalid_qr_frame`), or too old (`qr_frame_stale`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No command of the device's group waits to be claimed with this QR code (`qr_frame_unknown`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Claimed by another device first (`already_claimed`), cancelled, or answered", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("device_signature" = []))
+)]
+pub async fn claim(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<ClaimAccepted>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let request: ClaimRequest = extract::json(&headers, &body, false)?;
+    if request.frame.len() > 256 {
+        return Err(ErrorCode::InvalidQrFrame.into());
+    }
+    let row = commands::claim(&state, &device, &request.frame).await?;
+    Ok(Json(ClaimAccepted {
+        command: row.mailbox_command(),
+        server_time: now_ms(),
+    }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -4,6 +4,7 @@ pub mod admin_api;
 pub mod admin_auth;
 pub mod callbacks_api;
 pub mod client_api;
+pub mod demo;
 pub mod device_api;
 pub mod docs;
 pub mod edge_channel;

@@ -161,6 +161,7 @@ fn api() -> Router<AppState> {
         .route("/ms/mailbox", get(device_api::mailbox))
         .route("/ms/commands/{id}/response", post(device_api::respond))
         .route("/ms/lifesign", post(device_api::lifesign))
+        .route("/ms/claim", post(device_api::claim))
         .route("/ms/rekey", post(device_api::rekey))
         .route("/ms/time", get(device_api::time))
 }
@@ -215,6 +216,15 @@ pub fn router(state: AppState) -> Router {
     let mut api = api();
     if state.settings.generate_client_page {
         api = api.route("/generate-client", get(pages::generate_client));
+    }
+    if state.settings.demo_page_client.is_some() {
+        api = api
+            .route("/demo", get(crate::http::demo::page))
+            .route("/demo/demo.js", get(crate::http::demo::script))
+            .route("/demo/enrol", post(crate::http::demo::enrol))
+            .route("/demo/login", post(crate::http::demo::login))
+            .route("/demo/commands/{id}", get(crate::http::demo::command))
+            .route("/demo/commands/{id}/qr", get(crate::http::demo::qr));
     }
     let api = api.layer(behind_edge());
     let admin = admin().layer(behind_edge());

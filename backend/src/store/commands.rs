@@ -140,6 +140,44 @@ impl CommandRow {
     }
 }
 
+/// The command for nobody of a group that a QR start token names (PostgreSQL), locked for the
+/// claim in this transaction.
+pub async fn claimable_for_update(
+    conn: &mut sqlx::AnyConnection,
+    claim_token: &str,
+    group_id: &str,
+) -> sqlx::Result<Option<CommandRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE claim_token = $1 AND group_id = $2 FOR UPDATE"
+    ))
+    .bind(claim_token)
+    .bind(group_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Gives an open command for nobody to the device that claimed it (PostgreSQL; its mailbox
+/// event is appended by the caller in the same transaction).
+pub async fn claim(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    device_id: &str,
+    user_id: &str,
+    now: i64,
+) -> sqlx::Result<Option<CommandRow>> {
+    sqlx::query_as(&format!(
+        "UPDATE commands SET device_id = $1, user_id = $2, status = 'delivered'
+         WHERE id = $3 AND device_id IS NULL AND status IN {OPEN} AND timeout_at > $4
+         RETURNING {COLUMNS}"
+    ))
+    .bind(device_id)
+    .bind(user_id)
+    .bind(id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+}
+
 /// A command that ended, the callback event it owes (if its client has a receiver) and that
 /// receiver as the statement read it.
 #[derive(Debug, sqlx::FromRow)]

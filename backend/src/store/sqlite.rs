@@ -28,7 +28,8 @@ pub struct NewCommand {
     pub client_pk: String,
     pub command_type: String,
     pub device_id: Option<String>,
-    pub user_id: String,
+    /// `None` for a command for nobody yet (claimed by QR code).
+    pub user_id: Option<String>,
     pub payload: String,
     pub timeout_secs: i64,
     pub lifespan_secs: i64,
@@ -39,6 +40,8 @@ pub struct NewCommand {
     pub to_mailbox: bool,
     /// Its approval material as JSON (`None` for a provision).
     pub approval: Option<String>,
+    /// For a command for nobody yet: its QR start token, by which a device claims it.
+    pub claim_token: Option<String>,
 }
 
 /// Writes a command and its mailbox event; `None` when another command holds its
@@ -47,8 +50,8 @@ pub fn create(c: &Connection, new: &NewCommand) -> Result<Option<CommandRow>, Ap
     let row = c
         .prepare_cached(&format!(
             "INSERT INTO commands (id, group_id, client_pk, type, device_id, user_id, payload, status, timeout_secs,
-                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 lifespan_secs, created_at, timeout_at, expires_at, idempotency_key, request_hash, approval, claim_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (client_pk, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}"
         ))?
@@ -69,16 +72,17 @@ pub fn create(c: &Connection, new: &NewCommand) -> Result<Option<CommandRow>, Ap
                 new.idempotency_key,
                 new.request_hash,
                 new.approval,
+                new.claim_token,
             ],
             command_row,
         )
         .optional()?;
-    if let Some(row) = &row {
+    if let (Some(row), Some(user_id)) = (&row, &new.user_id) {
         if new.to_mailbox {
             append_mailbox(
                 c,
                 &row.group_id,
-                &new.user_id,
+                user_id,
                 new.device_id.as_deref(),
                 &row.id,
                 "command",
@@ -148,6 +152,39 @@ pub fn enqueue_callback(c: &Connection, row: &CommandRow, now: i64) -> rusqlite:
         error,
     ])?;
     Ok(disabled.is_none())
+}
+
+/// The command for nobody of a group that a QR start token names.
+pub fn claimable(c: &Connection, claim_token: &str, group_id: &str) -> rusqlite::Result<Option<CommandRow>> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM commands WHERE claim_token = ?1 AND group_id = ?2"
+    ))?
+    .query_row([claim_token, group_id], command_row)
+    .optional()
+}
+
+/// Gives an open command for nobody to the device that claimed it (delivered to it, in its
+/// mailbox); `None` when it was claimed or ended meanwhile.
+pub fn claim(
+    c: &Connection,
+    id: &str,
+    device_id: &str,
+    user_id: &str,
+    now: i64,
+) -> rusqlite::Result<Option<CommandRow>> {
+    let row = c
+        .prepare_cached(&format!(
+            "UPDATE commands SET device_id = ?1, user_id = ?2, status = 'delivered'
+             WHERE id = ?3 AND device_id IS NULL AND status IN {open} AND timeout_at > ?4
+             RETURNING {COLUMNS}",
+            open = super::commands::OPEN
+        ))?
+        .query_row(params![device_id, user_id, id, now], command_row)
+        .optional()?;
+    if let Some(row) = &row {
+        append_mailbox(c, &row.group_id, user_id, Some(device_id), id, "command", now)?;
+    }
+    Ok(row)
 }
 
 /// A command by id, as the writer sees it (no other writer can change it meanwhile).

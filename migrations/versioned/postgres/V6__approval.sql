@@ -15,10 +15,14 @@ CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 -- confirming it (its verification challenge, its animated QR code's token and secret, the number
 -- to match and its choices, the text to show); NULL for a provision. `reason` says why the
 -- command ended as it did when that is known (a decline's reason, `number_mismatch`).
+-- `claim_token` is the QR start token of a command created for nobody yet, which the first
+-- device that scans a current frame claims; NULL for every other command (and so unindexed).
 ALTER TABLE commands ADD COLUMN approval TEXT;
 ALTER TABLE commands ADD COLUMN reason TEXT;
+ALTER TABLE commands ADD COLUMN claim_token TEXT;
+CREATE UNIQUE INDEX commands_by_claim_token ON commands (claim_token) WHERE claim_token IS NOT NULL;
 
 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-VALUES (6, 'approval', TRUE, '\xdbec75759c4ca20a2f4f04bf40d8102a4ba2740b7eff0ee209badb0f3a8565ee51c8b09d3d6b79640628dac9e0ad4e4f'::bytea, 0);
+VALUES (6, 'approval', TRUE, '\x78ac405bce747a2088018ca6643995a215418e6845ed3b50a86daa7f7f752956615e30e432c7e2a4575a9b49414eb01b'::bytea, 0);
 
 COMMIT;
