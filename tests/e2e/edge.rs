@@ -657,3 +657,72 @@ async fn an_idle_devices_mailbox_is_reconciled_with_the_backend_at_the_stated_in
         .unwrap();
     assert!(seen.is_some_and(|at| at >= hermod_device::now_ms() - 5_000), "{seen:?}");
 }
+
+#[tokio::test]
+async fn through_the_edge_a_users_other_device_sees_an_answered_command_withdrawn_and_a_claim_by_qr_works() {
+    let (_app, edge) = hosted(&[]).await;
+    let idm = Creds::idm();
+    let mut phone = device_via(&edge, "kim").await;
+    let mut desktop = device_via(&edge, "kim").await;
+    phone.poll(0).await.unwrap();
+    desktop.poll(0).await.unwrap();
+    let created: serde_json::Value = create_via(&edge, &idm, "authenticate", json!({ "user_id": "kim" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for d in [&mut phone, &mut desktop] {
+        let page = d.poll(5).await.unwrap();
+        assert_eq!(page.items.len(), 1, "{page:?}");
+    }
+    // The desktop long-polls the edge; the phone's answer withdraws the command from it.
+    let poller = {
+        let mut d = hermod_device::Device::from_state(desktop.state.clone()).unwrap();
+        tokio::spawn(async move { d.poll(30).await.unwrap() })
+    };
+    let cmd = hermod_shared::CommandId::parse(&id).unwrap();
+    let r = phone
+        .respond(&cmd, hermod_shared::wire::Decision::Approved, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !r.headers().contains_key("hermod-mailbox-devices"),
+        "the edge keeps its header"
+    );
+    let page = tokio::time::timeout(Duration::from_secs(5), poller)
+        .await
+        .expect("the withdrawal reaches the long-polling device")
+        .unwrap();
+    let item = page.items.iter().find(|i| i.command.id == cmd).expect("withdrawn");
+    assert_eq!(item.kind, hermod_shared::wire::MailboxEventKind::Cancelled);
+    assert_eq!(
+        item.reason,
+        Some(hermod_shared::wire::WithdrawReason::AnsweredElsewhere)
+    );
+    let late = desktop
+        .respond(&cmd, hermod_shared::wire::Decision::Approved, None)
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 409);
+
+    // A command for nobody, claimed through the edge with a current frame.
+    let created: serde_json::Value = create_via(&edge, &idm, "authenticate", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let frame = hermod_shared::approval::qr_frame(
+        hermod_shared::approval::QR_PREFIX,
+        created["qr_start_token"].as_str().unwrap(),
+        created["qr_start_secret"].as_str().unwrap(),
+        0,
+    );
+    let claimed = desktop.claim(&frame).await.unwrap();
+    assert_eq!(claimed.status(), 200);
+    let claimed: hermod_shared::wire::ClaimAccepted = claimed.json().await.unwrap();
+    assert_eq!(claimed.command.id.as_str(), created["id"].as_str().unwrap());
+    let second = phone.claim(&frame).await.unwrap();
+    assert_eq!(second.status(), 409);
+}
