@@ -56,6 +56,8 @@ enum Command {
         #[arg(long, env = "HERMOD_RECEIVER_SECRET")]
         secret: Option<String>,
     },
+    /// Print a new VAPID key pair for `push.webpush.vapid-private-key` (Web Push).
+    PushKeys,
     /// Benchmark Hermod against a minimal in-memory server on this machine (see docs/PERFORMANCE.md).
     Bench(crate::tools::bench::BenchArgs),
     #[command(hide = true)]
@@ -139,6 +141,15 @@ enum DeviceCommand {
         /// For number matching: the number the user picks among the command's choices.
         #[arg(long)]
         number: Option<u8>,
+    },
+    /// Subscribe at a Web Push service (one speaking web-push-testing's API) with the server's
+    /// VAPID key and register the subscription, so the device is woken by push.
+    PushSubscribe {
+        #[arg(long, default_value = "device.json")]
+        state: PathBuf,
+        /// The push service's URL, e.g. http://127.0.0.1:8090.
+        #[arg(long)]
+        service: String,
     },
     /// Tell the server the device is alive.
     Lifesign {
@@ -229,6 +240,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(d) => device(d).await,
+        Command::PushKeys => {
+            let (private, public) = crate::engine::push::generate_vapid_keys();
+            println!("# In hermod-conf.yml (keep the private key secret):");
+            println!("push:\n  webpush:\n    vapid-private-key: {private}\n    subject: mailto:you@example.com");
+            println!("# The public key (devices get it from GET /ms/push): {public}");
+            Ok(())
+        }
         Command::Receiver { listen, secret } => crate::tools::receiver::run(listen, secret.as_deref()).await,
         Command::Bench(args) => crate::tools::bench::run(args).await,
         Command::BenchFloor(args) => crate::tools::bench::floor::run(args).await,
@@ -302,6 +320,24 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             };
             let answer = device.answer(&c.id, &response).await?;
             println!("{} {}", answer.status().as_u16(), answer.text().await?);
+            Ok(())
+        }
+        DeviceCommand::PushSubscribe { state, service } => {
+            let device = Device::load(&state)?;
+            let offered = device.push_status().await?;
+            let Some(vapid) = offered.webpush_vapid_public_key else {
+                anyhow::bail!("the server sends no Web Push (push.webpush.vapid-private-key is not set)");
+            };
+            let http = reqwest::Client::new();
+            let subscription = hermod_device::push::Subscription::create(&http, &service, &vapid).await?;
+            let answer = device.register_push(&subscription).await?;
+            if !answer.status().is_success() {
+                anyhow::bail!("the registration was refused: {}", answer.text().await?);
+            }
+            println!(
+                "subscribed at {service} ({}); pushes to this device wake it",
+                subscription.client_hash
+            );
             Ok(())
         }
         DeviceCommand::Lifesign { state } => {

@@ -60,6 +60,7 @@ pub struct Settings {
     pub edge: EdgeSettings,
     pub admin: AdminSettings,
     pub egress: EgressSettings,
+    pub push: PushSettings,
     #[serde(alias = "longPolls")]
     pub long_polls: LongPollSettings,
     pub retention: RetentionSettings,
@@ -92,6 +93,7 @@ impl Default for Settings {
             edge: EdgeSettings::default(),
             admin: AdminSettings::default(),
             egress: EgressSettings::default(),
+            push: PushSettings::default(),
             long_polls: LongPollSettings::default(),
             retention: RetentionSettings::default(),
             server_key: None,
@@ -384,6 +386,33 @@ pub struct EgressSettings {
     pub hosts: std::collections::BTreeMap<String, IpAddr>,
 }
 
+/// How Hermod wakes devices that are not long-polling (`push.*`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct PushSettings {
+    pub webpush: WebPushSettings,
+}
+
+/// Web Push (RFC 8030) with VAPID (RFC 8292): off until a key is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct WebPushSettings {
+    /// The VAPID private key: base64url of the 32-byte P-256 scalar (`hermod push-keys` makes
+    /// one). Devices subscribe with its public key.
+    pub vapid_private_key: Option<Secret>,
+    /// Who runs this server, for push services to reach (`mailto:` or `https:`), the VAPID `sub`.
+    pub subject: String,
+}
+
+impl Default for WebPushSettings {
+    fn default() -> Self {
+        Self {
+            vapid_private_key: None,
+            subject: "mailto:hermod@localhost".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct CallbackSettings {
@@ -543,6 +572,16 @@ impl Settings {
         hermod_shared::Lifetimes::new(self.commands.default_timeout, self.commands.default_lifespan).map_err(|_| {
             anyhow::anyhow!("commands.default-timeout must be positive and less than commands.default-lifespan")
         })?;
+        if let Some(key) = &self.push.webpush.vapid_private_key {
+            anyhow::ensure!(
+                crate::domain::push::vapid_key_ok(key.expose()),
+                "push.webpush.vapid-private-key must be base64url of a 32-byte P-256 private key (make one with `hermod push-keys`)"
+            );
+            anyhow::ensure!(
+                self.push.webpush.subject.starts_with("mailto:") || self.push.webpush.subject.starts_with("https://"),
+                "push.webpush.subject must be a mailto: or https: URL"
+            );
+        }
         if let Some(demo) = &self.demo_page_client {
             anyhow::ensure!(
                 self.allowed_clients.iter().any(|c| &c.client_id == demo),

@@ -8,6 +8,8 @@
 //! the tests.
 #![forbid(unsafe_code)]
 
+pub mod push;
+
 use anyhow::{bail, Context};
 use hermod_shared::enrolment;
 use hermod_shared::signing::{self, DeviceSecret};
@@ -278,6 +280,25 @@ impl Device {
             frame: frame.to_owned(),
         })?;
         self.signed(reqwest::Method::POST, "/claim", body).await
+    }
+
+    /// What the server offers for push, and this device's registration.
+    pub async fn push_status(&self) -> anyhow::Result<hermod_shared::wire::PushStatus> {
+        let answer = self.signed(reqwest::Method::GET, "/push", Vec::new()).await?;
+        if !answer.status().is_success() {
+            bail!("GET /push: {} {}", answer.status(), answer.text().await?);
+        }
+        Ok(answer.json().await?)
+    }
+
+    /// Registers a Web Push subscription to be woken by; returns the raw answer.
+    pub async fn register_push(&self, subscription: &push::Subscription) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::to_vec(&hermod_shared::wire::PushRegistration {
+            transport: hermod_shared::wire::PushTransport::Webpush,
+            endpoint: subscription.endpoint.clone(),
+            keys: subscription.keys.clone(),
+        })?;
+        self.signed(reqwest::Method::PUT, "/push", body).await
     }
 
     /// Tells the server the device is alive; returns its answer.

@@ -200,6 +200,58 @@ pub struct ClaimAccepted {
     pub server_time: i64,
 }
 
+/// How a device is woken when it is not long-polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PushTransport {
+    /// Web Push (RFC 8030, RFC 8291 encryption, VAPID): browsers and UnifiedPush distributors.
+    Webpush,
+}
+
+/// A Web Push subscription's keys, base64url, as `PushSubscription.toJSON()` gives them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebPushKeys {
+    /// The subscription's P-256 public key (uncompressed, 65 bytes).
+    pub p256dh: String,
+    /// Its 16-byte authentication secret.
+    pub auth: String,
+}
+
+/// `PUT /ms/push`: how to wake this device. Replaces an earlier registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PushRegistration {
+    pub transport: PushTransport,
+    /// The push service's URL for this subscription.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub endpoint: String,
+    pub keys: WebPushKeys,
+}
+
+/// A device's push registration, as the server keeps it (its keys are not shown again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PushRegistered {
+    pub transport: PushTransport,
+    pub endpoint: String,
+}
+
+/// `GET /ms/push`: what the server offers and what the device registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PushStatus {
+    /// The VAPID public key (base64url, uncompressed P-256) to subscribe with as the
+    /// `applicationServerKey`; absent when this server sends no Web Push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webpush_vapid_public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<PushRegistered>,
+}
+
 /// The device's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -21,6 +21,7 @@ mod limits;
 mod ordering;
 mod outage;
 mod plans;
+mod push;
 mod replicas;
 mod retention;
 mod tls;

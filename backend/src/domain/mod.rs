@@ -8,3 +8,4 @@ pub mod callback;
 pub mod command;
 pub mod egress;
 pub mod error;
+pub mod push;

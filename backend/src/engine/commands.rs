@@ -209,6 +209,15 @@ pub async fn create(
     };
     state.metrics.commands_created.inc();
     wake_mailbox(state, &row);
+    if let (false, Some(user_id)) = (row.is_provision(), &row.user_id) {
+        state.push.wake(crate::engine::push::Wake {
+            group_id: row.group_id.clone(),
+            user_id: user_id.clone(),
+            device_id: row.device_id.clone(),
+            ttl_secs: u64::try_from(row.timeout_secs).unwrap_or(0),
+            at: std::time::Instant::now(),
+        });
+    }
     Ok((row, false))
 }
 

@@ -27,7 +27,13 @@ struct Open {
     devices: HashMap<String, VecDeque<(u64, Arc<Notify>)>>,
     clients: HashMap<String, usize>,
     next_ticket: u64,
+    /// When each device's last long-poll ended (pruned after a minute): a device that was
+    /// long-polling when a command arrived got it from that long-poll, even if it ended since.
+    ended: HashMap<String, std::time::Instant>,
 }
+
+/// How long a device counts as long-polling after its long-poll ended.
+const ENDED_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LongPolls {
     limits: LongPollSettings,
@@ -115,6 +121,23 @@ impl LongPolls {
         self.stopping.send_replace(true);
     }
 
+    /// Whether `device` holds a long-poll here now.
+    pub fn holds(&self, device: &str) -> bool {
+        self.open
+            .lock()
+            .expect("long-polls lock")
+            .devices
+            .get(device)
+            .is_some_and(|q| !q.is_empty())
+    }
+
+    /// Whether `device` has been long-polling here since `at` (it holds one now, or one ended
+    /// after `at`, within the last minute).
+    pub fn polled_since(&self, device: &str, at: std::time::Instant) -> bool {
+        let open = self.open.lock().expect("long-polls lock");
+        open.devices.get(device).is_some_and(|q| !q.is_empty()) || open.ended.get(device).is_some_and(|t| *t >= at)
+    }
+
     /// Long-polls open now.
     pub fn open(&self) -> usize {
         self.open.lock().expect("long-polls lock").total
@@ -151,6 +174,11 @@ impl Drop for Place {
                         open.devices.remove(device);
                     }
                 }
+                let now = std::time::Instant::now();
+                if open.ended.len() >= 10_000 {
+                    open.ended.retain(|_, t| now.duration_since(*t) < ENDED_KEPT);
+                }
+                open.ended.insert(device.clone(), now);
             }
         }
     }
@@ -177,6 +205,19 @@ mod tests {
         first.released().await; // resolves: the third released the first
         drop(first);
         assert_eq!(polls.open(), 2);
+    }
+
+    #[test]
+    fn a_device_counts_as_polling_while_it_holds_a_long_poll_and_after_it_ends() {
+        let polls = LongPolls::new(limits(10, 2, 10));
+        let before = std::time::Instant::now();
+        assert!(!polls.polled_since("d", before));
+        let place = polls.enter(Holder::Device("d".into())).unwrap();
+        assert!(polls.holds("d") && polls.polled_since("d", before));
+        drop(place);
+        assert!(!polls.holds("d"));
+        assert!(polls.polled_since("d", before), "it ended after the command came");
+        assert!(!polls.polled_since("d", std::time::Instant::now() + std::time::Duration::from_secs(1)));
     }
 
     #[test]

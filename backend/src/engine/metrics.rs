@@ -51,6 +51,14 @@ pub struct Metrics {
     pub auth_failures_admin: Counter,
     /// Reads tried once more after their database connection died under them.
     pub reads_retried: Counter,
+    /// Pushes a push service accepted.
+    pub push_sent: Counter,
+    /// Pushes that failed for good (refused, or out of attempts).
+    pub push_failed: Counter,
+    /// Registrations removed because their push service said they are gone.
+    pub push_registrations_removed: Counter,
+    /// Wakes not pushed because the device was long-polling.
+    pub push_skipped: Counter,
     /// Declines with reason `not_me` (a user says they started nothing), by tenant.
     pub declined_not_me: Family<TenantLabel, Counter>,
 }
@@ -144,8 +152,24 @@ impl Default for Metrics {
                 "reads_retried",
                 "Reads tried once more after their database connection died under them",
             ),
+            push_sent: m(&mut registry, "push_sent", "Pushes a push service accepted"),
+            push_failed: m(&mut registry, "push_failed", "Pushes that failed for good"),
+            push_registrations_removed: m(
+                &mut registry,
+                "push_registrations_removed",
+                "Push registrations removed because their push service said they are gone",
+            ),
+            push_skipped: m(
+                &mut registry,
+                "push_skipped",
+                "Wakes not pushed because the device was long-polling",
+            ),
             declined_not_me: {
                 let f = Family::<TenantLabel, Counter>::default();
+                // The config file's tenant from the start, at 0, so that a rate over it has a series.
+                let _ = f.get_or_create(&TenantLabel {
+                    tenant: crate::store::clients::DEFAULT_TENANT.into(),
+                });
                 registry.register(
                     "commands_declined_not_me",
                     "Commands declined by a user who says they started nothing (reason not_me), by tenant",

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod longpoll;
 pub mod mailbox;
 pub mod metrics;
+pub mod push;
 pub mod replicas;
 pub mod retention;
 pub mod wake;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub egress: crate::engine::egress::Egress,
     /// Every open long-poll, within its caps.
     pub long_polls: Arc<crate::engine::longpoll::LongPolls>,
+    /// Wakes devices that are not long-polling, by Web Push.
+    pub push: Arc<crate::engine::push::Pusher>,
     /// Failed authentications, summarised; the admin API's rate.
     pub auth_failures: Arc<crate::engine::auth_failures::AuthFailures>,
 }

@@ -6,12 +6,13 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hermod_shared::wire::{
-    ClaimAccepted, ClaimRequest, DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, ResponseAccepted,
+    ClaimAccepted, ClaimRequest, DeviceResponse, DeviceView, EnrolRequest, EnrolResponse, MailboxPage, PushRegistered,
+    PushRegistration, PushStatus, PushTransport, ResponseAccepted,
 };
 use hermod_shared::{sha256_hex, CommandId, ErrorCode, Problem};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::error::ApiResult;
+use crate::domain::error::{ApiError, ApiResult};
 use crate::engine::commands;
 use crate::engine::devices;
 use crate::engine::mailbox;
@@ -155,6 +156,95 @@ pub async fn claim(
         command: row.mailbox_command(),
         server_time: now_ms(),
     }))
+}
+
+/// What the server offers for waking this device, and what the device registered.
+#[utoipa::path(
+    get, path = "/ms/push", tag = "device",
+    responses((status = 200, body = PushStatus), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("device_signature" = []))
+)]
+pub async fn push_status(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<PushStatus>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let registration = crate::store::push::get(&state.db, &device.id).await?;
+    Ok(Json(PushStatus {
+        webpush_vapid_public_key: state.push.vapid.as_ref().map(|v| v.public_key.clone()),
+        registration: registration.map(|r| PushRegistered {
+            transport: PushTransport::Webpush,
+            endpoint: r.endpoint,
+        }),
+    }))
+}
+
+/// Register how to wake this device when it is not long-polling: a Web Push subscription made
+/// with the server's VAPID public key (`GET /ms/push`). Replaces an earlier registration. A push
+/// carries `{"hermod":"wake"}` only; the device then polls its mailbox.
+#[utoipa::path(
+    put, path = "/ms/push", tag = "device",
+    request_body = PushRegistration,
+    responses(
+        (status = 200, body = PushRegistered),
+        (status = 400, description = "Not a valid subscription (`invalid_request`), an endpoint the egress policy refuses, or Web Push is not configured", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("device_signature" = []))
+)]
+pub async fn push_register(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Json<PushRegistered>> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    let request: PushRegistration = extract::json(&headers, &body, false)?;
+    if state.push.vapid.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "this server sends no Web Push (push.webpush.vapid-private-key is not set)",
+        ));
+    }
+    crate::domain::push::web_push(&request.endpoint, &request.keys.p256dh, &request.keys.auth)?;
+    state
+        .egress
+        .check(&request.endpoint)
+        .map_err(|refusal| ApiError::new(ErrorCode::InvalidRequest, format!("endpoint: {refusal}")))?;
+    let registration = crate::store::push::Registration {
+        device_id: device.id.clone(),
+        transport: "webpush".into(),
+        endpoint: request.endpoint.clone(),
+        p256dh: Some(request.keys.p256dh),
+        auth: Some(request.keys.auth),
+    };
+    crate::store::push::put(&state.db, &registration, now_ms()).await?;
+    Ok(Json(PushRegistered {
+        transport: PushTransport::Webpush,
+        endpoint: request.endpoint,
+    }))
+}
+
+/// Stop waking this device by push.
+#[utoipa::path(
+    delete, path = "/ms/push", tag = "device",
+    responses((status = 204, description = "Removed (or there was none)"), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("device_signature" = []))
+)]
+pub async fn push_remove(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<axum::http::StatusCode> {
+    let device = devices::verify_request(&state, &method, &uri, &headers, &body).await?;
+    crate::store::push::remove(&state.db, &device.id, None).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -159,7 +159,7 @@ impl Modify for StandardAnswers {
     ),
     paths(
         client_api::create, client_api::read, client_api::cancel, client_api::qr, client_api::device, client_api::revoke_device, client_api::user_devices,
-        device_api::enrol, device_api::mailbox, device_api::respond, device_api::claim, device_api::lifesign, device_api::rekey, device_api::time,
+        device_api::enrol, device_api::mailbox, device_api::respond, device_api::claim, device_api::push_status, device_api::push_register, device_api::push_remove, device_api::lifesign, device_api::rekey, device_api::time,
         callbacks_api::for_command, callbacks_api::for_client, callbacks_api::redeliver, callbacks_api::recover,
         pages::generate_client,
         admin_api::create_tenant, admin_api::list_tenants, admin_api::get_tenant, admin_api::set_quotas,

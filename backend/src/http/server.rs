@@ -34,6 +34,7 @@ pub struct Application {
     tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     outbox: Outbox,
+    push_http: reqwest::Client,
 }
 
 impl Application {
@@ -77,7 +78,16 @@ impl Application {
             egress: egress.clone(),
             long_polls: crate::engine::longpoll::LongPolls::new(settings.long_polls.clone()),
             auth_failures: Arc::default(),
+            push: Arc::new(crate::engine::push::Pusher::new(
+                crate::engine::push::Vapid::from_settings(&settings.push.webpush)?,
+            )),
         };
+        let push_http = egress
+            .client_builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("Hermod/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let outbox = Outbox::new(&state, http, http_config);
         match db.dialect {
             crate::store::Dialect::Sqlite => outbox.release_stale_claims().await?,
@@ -88,6 +98,7 @@ impl Application {
             tls,
             state,
             outbox,
+            push_http,
         })
     }
 
@@ -106,6 +117,7 @@ impl Application {
         let retention = tokio::spawn(crate::engine::retention::run_forever(self.state.clone()));
         let auth_summary = tokio::spawn(crate::engine::auth_failures::flush_forever(self.state.clone()));
         let outbox = tokio::spawn(self.outbox.run());
+        let push = tokio::spawn(crate::engine::push::run(self.state.clone(), self.push_http));
         let limits = crate::http::listener::ConnectionLimits::from_settings(&self.state.settings.server);
         let metrics = Arc::clone(&self.state.metrics);
         let long_polls = Arc::clone(&self.state.long_polls);
@@ -121,6 +133,7 @@ impl Application {
         retention.abort();
         auth_summary.abort();
         outbox.abort();
+        push.abort();
         Ok(result?)
     }
 }
@@ -162,6 +175,12 @@ fn api() -> Router<AppState> {
         .route("/ms/commands/{id}/response", post(device_api::respond))
         .route("/ms/lifesign", post(device_api::lifesign))
         .route("/ms/claim", post(device_api::claim))
+        .route(
+            "/ms/push",
+            get(device_api::push_status)
+                .put(device_api::push_register)
+                .delete(device_api::push_remove),
+        )
         .route("/ms/rekey", post(device_api::rekey))
         .route("/ms/time", get(device_api::time))
 }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod devices;
 pub mod mailbox;
 pub mod outbox;
+pub mod push;
 pub mod retention;
 pub mod sqlite;
 pub mod sqlite_writer;
