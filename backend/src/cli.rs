@@ -126,6 +126,10 @@ enum DeviceCommand {
         /// Seconds each long-poll waits.
         #[arg(long, default_value_t = 30)]
         wait: u32,
+        /// Instead of long-polling, sleep until a push arrives at the subscription made by
+        /// `push-subscribe` (as a phone app in the background would), then poll once.
+        #[arg(long)]
+        push: bool,
     },
     /// Claim a command shown as a QR code ("log in on another device") with the frame's text,
     /// as a camera would scan it, then answer it.
@@ -323,7 +327,7 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DeviceCommand::PushSubscribe { state, service } => {
-            let device = Device::load(&state)?;
+            let mut device = Device::load(&state)?;
             let offered = device.push_status().await?;
             let Some(vapid) = offered.webpush_vapid_public_key else {
                 anyhow::bail!("the server sends no Web Push (push.webpush.vapid-private-key is not set)");
@@ -335,9 +339,11 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 anyhow::bail!("the registration was refused: {}", answer.text().await?);
             }
             println!(
-                "subscribed at {service} ({}); pushes to this device wake it",
+                "subscribed at {service} ({}); pushes to this device wake it (hermod device run --push)",
                 subscription.client_hash
             );
+            device.state.push = Some(subscription);
+            device.save(&state)?;
             Ok(())
         }
         DeviceCommand::Lifesign { state } => {
@@ -350,11 +356,13 @@ async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             decline,
             once,
             wait,
-        } => run_device(&state, decline, once, wait).await,
+            push,
+        } => run_device(&state, decline, once, if push { None } else { Some(wait) }).await,
     }
 }
 
-async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow::Result<()> {
+/// Answers every command; `wait` is each long-poll's, or `None` to be woken by push instead.
+async fn run_device(path: &Path, decline: bool, once: bool, wait: Option<u32>) -> anyhow::Result<()> {
     let mut device = Device::load(path)?;
     let decision = if decline {
         Decision::Declined
@@ -362,8 +370,29 @@ async fn run_device(path: &Path, decline: bool, once: bool, wait: u32) -> anyhow
         Decision::Approved
     };
     println!("device {} polling {}", device.state.device_id, device.state.ms_url);
+    let http = reqwest::Client::new();
+    let mut pushes_seen = match (&device.state.push, wait) {
+        (Some(sub), None) => sub.received(&http).await?.len(),
+        (None, None) => anyhow::bail!("no push subscription: run `hermod device push-subscribe` first"),
+        _ => 0,
+    };
+    let mut first = true;
     loop {
-        let page = device.poll(wait).await?;
+        if let (Some(sub), None, false) = (&device.state.push, wait, first) {
+            // Asleep until the push service has a new push for us (a phone's OS would wake the app).
+            println!("waiting for a push");
+            loop {
+                let received = sub.received(&http).await?;
+                if received.len() > pushes_seen {
+                    pushes_seen = received.len();
+                    println!("woken by push: {}", received.last().map(String::as_str).unwrap_or(""));
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        first = false;
+        let page = device.poll(wait.unwrap_or(0)).await?;
         device.save(path)?;
         for item in page.items {
             let c = &item.command;

@@ -31,6 +31,9 @@ pub struct DeviceState {
     pub device_secret: String,
     /// Where the next mailbox read starts.
     pub cursor: i64,
+    /// The Web Push subscription the device is woken by, once it registered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<push::Subscription>,
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -127,6 +130,7 @@ impl Device {
             user_id: enrolled.user_id,
             device_secret: enrolled.device_secret,
             cursor: 0,
+            push: None,
         };
         let client = Self::with_client(http, state)?;
         client.learn_server_time(enrolled.server_time);
@@ -165,6 +169,7 @@ impl Device {
             user_id,
             device_secret: secret.to_base64(),
             cursor: 0,
+            push: None,
         };
         Self {
             http,

@@ -338,6 +338,9 @@ pub struct DeviceView {
     pub enrolled_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<String>,
+    /// How the device is woken when it is not long-polling, when it registered for push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushTransport>,
 }
 
 /// The body of a callback. `type` is `command.approved`, `command.declined`,

@@ -725,4 +725,13 @@ async fn through_the_edge_a_users_other_device_sees_an_answered_command_withdraw
     assert_eq!(claimed.command.id.as_str(), created["id"].as_str().unwrap());
     let second = phone.claim(&frame).await.unwrap();
     assert_eq!(second.status(), 409);
+
+    // The push calls pass the edge too (this backend offers no Web Push).
+    let offered = desktop.push_status().await.unwrap();
+    assert!(offered.webpush_vapid_public_key.is_none() && offered.registration.is_none());
+    let removed = desktop
+        .signed(reqwest::Method::DELETE, "/push", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
 }

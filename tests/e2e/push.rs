@@ -97,6 +97,14 @@ async fn a_command_wakes_a_subscribed_device_by_web_push_with_a_wake_hint_only()
     assert_eq!(r.status(), 200);
     let status = device.push_status().await.unwrap();
     assert_eq!(status.registration.unwrap().endpoint, sub.endpoint);
+    // Its client sees that the device is woken by Web Push (and nothing of the subscription).
+    let (_, listed) = app.get(&idm, "/command/users/paula/devices").await;
+    assert_eq!(listed[0]["push"], "webpush");
+    assert!(!listed.to_string().contains(&sub.endpoint));
+    let (_, one) = app
+        .get(&idm, &format!("/command/devices/{}", device.state.device_id))
+        .await;
+    assert_eq!(one["push"], "webpush");
 
     // A command with text, a payload and a number: none of it may reach the push service.
     let created = app
@@ -224,4 +232,75 @@ async fn bad_push_registrations_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn the_simulator_subscribes_sleeps_until_a_push_wakes_it_then_answers() {
+    let service = PushService::start().await;
+    let app = push_app().await;
+    let idm = Creds::idm();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("device.json");
+    let hermod = env!("CARGO_BIN_EXE_hermod");
+    let provision = app.create_ok(&idm, "provision", json!({ "user_id": "rita" })).await;
+    // Run without blocking: this test's runtime also serves Hermod.
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(hermod).args(&args).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let state_arg = state.to_str().unwrap();
+    let link = provision["enrolment"]["link"].as_str().unwrap();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    run(args(&["device", "enrol", "--link", link, "--state", state_arg])).await;
+    let out = run(args(&[
+        "device",
+        "push-subscribe",
+        "--service",
+        &service.base,
+        "--state",
+        state_arg,
+    ]))
+    .await;
+    assert!(out.contains("subscribed at"), "{out}");
+
+    let mut sleeper = tokio::process::Command::new(hermod)
+        .args(["device", "run", "--push", "--once", "--state", state_arg])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Once it sleeps (its mailbox read once, empty), a command wakes it through the push service.
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(sleeper.stdout.take().unwrap()));
+    let mut out = String::new();
+    let asleep = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push_str(&line);
+            out.push('\n');
+            if line == "waiting for a push" {
+                return;
+            }
+        }
+        panic!("the simulator ended: {out}");
+    });
+    asleep.await.expect("the simulator goes to sleep");
+    let created = app.create_ok(&idm, "authenticate", json!({ "user_id": "rita" })).await;
+    let id = created["id"].as_str().unwrap();
+    let cb = app.receiver.callback_for(id).await;
+    assert_eq!(cb.event().event_type, "command.approved");
+    let done = tokio::time::timeout(Duration::from_secs(10), sleeper.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.success());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(out.contains(r#"woken by push: {"hermod":"wake"}"#), "{out}");
+    assert!(out.contains(&format!("answered {id}")), "{out}");
 }

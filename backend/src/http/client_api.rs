@@ -257,7 +257,24 @@ pub async fn device(
     AuthClient(client): AuthClient,
     Path(device_id): Path<String>,
 ) -> ApiResult<Json<DeviceView>> {
-    Ok(Json(devices::get_for_client(&state, &client, &device_id).await?.view()))
+    let row = devices::get_for_client(&state, &client, &device_id).await?;
+    Ok(Json(with_push(&state, vec![row]).await?.remove(0)))
+}
+
+/// The devices' views, each with its push transport when it registered one.
+async fn with_push(state: &AppState, rows: Vec<crate::store::devices::DeviceRow>) -> ApiResult<Vec<DeviceView>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let registered = crate::store::push::registered(&state.db, &ids).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut view = r.view();
+            if registered.contains(&r.id) {
+                view.push = Some(hermod_shared::wire::PushTransport::Webpush);
+            }
+            view
+        })
+        .collect())
 }
 
 /// Revoke a device of the client's group: its signed requests are refused from now on, and it
@@ -293,5 +310,5 @@ pub async fn user_devices(
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<Vec<DeviceView>>> {
     let rows = devices::list_for_user(&state, &client, &user_id).await?;
-    Ok(Json(rows.iter().map(|d| d.view()).collect()))
+    Ok(Json(with_push(&state, rows).await?))
 }

@@ -32,6 +32,7 @@ impl DeviceRow {
             name: self.name.clone(),
             enrolled_at: rfc3339(self.enrolled_at),
             last_seen_at: self.last_seen_at.map(rfc3339),
+            push: None,
         }
     }
 }

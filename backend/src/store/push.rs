@@ -68,6 +68,23 @@ pub async fn get(db: &Db, device_id: &str) -> sqlx::Result<Option<Registration>>
     .transpose()
 }
 
+/// Which of these devices registered for push (the listings show it).
+pub async fn registered(db: &Db, device_ids: &[&str]) -> sqlx::Result<std::collections::HashSet<String>> {
+    if device_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let placeholders: Vec<String> = (1..=device_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT device_id FROM push_registrations WHERE device_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for id in device_ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(&db.read).await?.into_iter().collect())
+}
+
 /// The registrations of the devices a command's mailbox event reaches: the one device it names,
 /// or every active device of its user.
 pub async fn for_recipients(
