@@ -106,3 +106,34 @@ fn the_quick_edge_scenario_runs_through_the_edge_and_directly() {
     assert!(n(edge, "backend_requests_idle") <= n(edge, "devices"), "{edge:#}");
     assert!(report["targets"].as_array().unwrap().len() >= 3);
 }
+
+/// `hermod bench --quick --scenario push`: every command's push reaches the real push service
+/// (web-push-testing from the repository's node_modules).
+#[test]
+fn the_quick_push_benchmark_gets_every_push_to_the_push_service() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hermod"));
+    command.args(["bench", "--quick", "--scenario", "push", "--json", "--edge-repo"]);
+    command.arg(&repo);
+    if on_postgres() {
+        command.args(["--db", "postgres"]);
+        if let Ok(admin) = std::env::var("HERMOD_TEST_POSTGRES") {
+            command.args(["--postgres-admin-url", &admin]);
+        }
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "hermod bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["push"][0];
+    assert!(run["commands"].as_u64().unwrap() > 0, "{run:#}");
+    assert_eq!(run["received"], run["commands"], "{run:#}");
+    assert_eq!(run["sent"], run["commands"], "{run:#}");
+    assert!(
+        run["create_to_push"]["p50_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "{run:#}"
+    );
+}

@@ -15,6 +15,7 @@ pub mod edge;
 pub mod floor;
 pub mod plot;
 pub mod proc;
+pub mod push;
 pub mod seed;
 
 use anyhow::Context;
@@ -71,6 +72,9 @@ pub enum Scenario {
     /// device and one with `--edge-fan-out`; and the same straight to the backend. Not part of
     /// `all`.
     Edge,
+    /// `--push-devices` devices subscribed at `web-push-testing` (from `--edge-repo`'s
+    /// node_modules): create → push received, one command at a time. Not part of `all`.
+    Push,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +127,12 @@ pub struct BenchArgs {
     /// Creates timed for each of the two users.
     #[arg(long, default_value_t = 50)]
     pub edge_creates: usize,
+    /// Devices subscribed for Web Push in the push scenario.
+    #[arg(long, default_value_t = 20)]
+    pub push_devices: usize,
+    /// Commands timed in the push scenario.
+    #[arg(long, default_value_t = 500)]
+    pub push_commands: usize,
     /// The repository where the edge Worker is built (`edge/build/index.js`) and wrangler
     /// installed (`node_modules/.bin/wrangler`).
     #[arg(long, default_value = ".")]
@@ -169,6 +179,8 @@ impl BenchArgs {
             self.edge_secs = self.edge_secs.min(5);
             self.edge_fan_out = self.edge_fan_out.min(5);
             self.edge_creates = self.edge_creates.min(5);
+            self.push_devices = self.push_devices.min(3);
+            self.push_commands = self.push_commands.min(20);
         }
     }
 }
@@ -266,6 +278,8 @@ pub struct Report {
     pub soak: Vec<SoakResult>,
     /// The edge scenario: through the edge and straight to the backend, per database.
     pub edge: Vec<edge::EdgeResult>,
+    /// The push scenario, per database.
+    pub push: Vec<push::PushResult>,
     pub load: Vec<LoadResult>,
     pub idle: Vec<IdleResult>,
     pub targets: Vec<TargetCheck>,
@@ -375,6 +389,12 @@ fn config_file(s: &Settings) -> serde_json::Value {
     }
     if let Some(secret) = &s.edge.secret {
         config["edge"] = json!({ "secret": secret.expose() });
+    }
+    if let Some(key) = &s.push.webpush.vapid_private_key {
+        config["push"] = json!({ "webpush": { "vapid-private-key": key.expose(), "subject": s.push.webpush.subject } });
+    }
+    if !s.egress.allow.is_empty() {
+        config["egress"] = json!({ "allow": s.egress.allow });
     }
     config
 }
@@ -642,9 +662,27 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         progress(&format!("run folders kept in {}", root.display()));
     }
-    let Runs { load, idle, soak, edge } = result?;
+    let Runs {
+        load,
+        idle,
+        soak,
+        edge,
+        push,
+    } = result?;
     let mut targets = check_targets(&load, &idle);
     targets.extend(edge::check_targets(&edge));
+    for r in &push {
+        for (what, goal_ms, value) in [
+            ("p50", 100.0, r.create_to_push.map(|p| p.p50_ms)),
+            ("p99", 1000.0, r.create_to_push.map(|p| p.p99_ms)),
+        ] {
+            targets.push(TargetCheck {
+                target: format!("push on {}: create → push received {what} < {goal_ms} ms", r.db.name()),
+                measured: value.map_or("–".into(), |v| format!("{v:.1} ms")),
+                met: value.map(|v| v < goal_ms && r.received == r.commands),
+            });
+        }
+    }
     for r in &soak {
         for (what, ratio) in [
             ("CPU per command", r.cpu_per_command_ratio),
@@ -689,6 +727,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         e2e,
         soak,
         edge,
+        push,
         command: std::env::args()
             .enumerate()
             .map(|(i, a)| if i == 0 { "hermod".to_owned() } else { a })
@@ -821,6 +860,7 @@ struct Runs {
     idle: Vec<IdleResult>,
     soak: Vec<SoakResult>,
     edge: Vec<edge::EdgeResult>,
+    push: Vec<push::PushResult>,
 }
 
 async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<Runs> {
@@ -834,6 +874,16 @@ async fn run_scenarios(ctx: &mut Ctx) -> anyhow::Result<Runs> {
         }
         return Ok(Runs {
             soak,
+            ..Runs::default()
+        });
+    }
+    if a.scenario == Scenario::Push {
+        let mut runs = Vec::new();
+        for &db in &a.db {
+            runs.push(push::run(ctx, db).await?);
+        }
+        return Ok(Runs {
+            push: runs,
             ..Runs::default()
         });
     }
@@ -1104,6 +1154,10 @@ fn render(report: &Report, markdown: bool) -> String {
     }
     if !report.edge.is_empty() {
         out.push_str(&edge::render(&report.edge, markdown));
+        out.push('\n');
+    }
+    if !report.push.is_empty() {
+        out.push_str(&push::render(&report.push, markdown));
         out.push('\n');
     }
     if !report.targets.is_empty() {
